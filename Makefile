@@ -1,0 +1,44 @@
+# Every target installs what it needs first, so each works as the very first command on a fresh clone.
+#   make repro   the whole pipeline (dvc repro) on the default profile (tiny, CPU)
+#   make test    the test suite
+#   make lint    ruff
+# Knobs: VENV=/path/to/venv (default .venv), PYTHON=python3.11, TORCH_SPEC="torch==2.13.0" (CPU build; a venv that
+# already has a CUDA torch keeps it), PYTEST_ARGS="-k losses", JOBS=2 (pytest-xdist workers).
+
+VENV ?= .venv
+PYTHON ?= python3
+TORCH_SPEC ?= torch==2.13.0
+JOBS ?= 2
+PYTEST_ARGS ?=
+
+BIN := $(abspath $(VENV))/bin
+STAMP := $(VENV)/.ift-setup-stamp
+# Stage commands call `python -m ift.*` and `dvc`: put the venv first on PATH for them.
+RUN := PATH="$(BIN):$$PATH" OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} DVC_NO_ANALYTICS=1
+
+.PHONY: setup repro test lint clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml requirements/constraints.txt
+	@test -x "$(BIN)/python" || $(PYTHON) -m venv "$(VENV)"
+	@"$(BIN)/python" -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 required, got " + sys.version' 
+	@if "$(BIN)/python" -c 'import torch, sys; sys.exit(0 if torch.version.cuda else 1)' 2>/dev/null; then \
+		echo "setup: keeping the CUDA torch already in $(VENV)"; \
+	else \
+		"$(BIN)/python" -m pip install --quiet "$(TORCH_SPEC)"; \
+	fi
+	"$(BIN)/python" -m pip install --quiet -c requirements/constraints.txt -e ".[dev]"
+	@touch "$(STAMP)"
+
+repro: setup
+	$(RUN) dvc repro
+
+test: setup
+	$(RUN) OMP_NUM_THREADS=1 "$(BIN)/python" -m pytest -n $(JOBS) $(PYTEST_ARGS)
+
+lint: setup
+	"$(BIN)/ruff" check src tests
+
+clean-venv:
+	rm -rf "$(VENV)"

@@ -1,0 +1,54 @@
+"""Data layer: hub-schema rows in, validated TRL conversational datasets out.
+
+Read top-down: :mod:`~ift.data.source` loads a split (hub id, hub-like dir or JSONL file) through
+``datasets.load_dataset`` and draws seeded subsets; :mod:`~ift.data.validate` checks each row of the
+UltraChat-200k / UltraFeedback-binarized schemas and skips or raises; :mod:`~ift.data.format` turns rows
+into TRL prompt/completion or preference rows; :mod:`~ift.data.recipe` says which rows each
+(method, start point) of the paper trains on.
+"""
+
+from ift.data.errors import DataError
+from ift.data.format import chosen_as_completion, plain_messages, to_preference, to_prompt_completion
+from ift.data.recipe import (
+    DEFAULT_TARGETS,
+    METHODS,
+    SFT_DPO_STAGES,
+    STARTS,
+    TARGETS,
+    DataConfig,
+    TrainingData,
+    data_plan,
+    load_chat_for_sft,
+    training_data,
+)
+from ift.data.source import DataSource, load_examples, load_source, load_split, seeded_order
+from ift.data.validate import CHAT, DEFECT_KINDS, PREFERENCE, SkipReport, Validation, select_valid
+
+__all__ = [
+    "CHAT",
+    "DEFAULT_TARGETS",
+    "DEFECT_KINDS",
+    "METHODS",
+    "PREFERENCE",
+    "SFT_DPO_STAGES",
+    "STARTS",
+    "TARGETS",
+    "DataConfig",
+    "DataError",
+    "DataSource",
+    "SkipReport",
+    "TrainingData",
+    "Validation",
+    "chosen_as_completion",
+    "data_plan",
+    "load_chat_for_sft",
+    "load_examples",
+    "load_source",
+    "load_split",
+    "plain_messages",
+    "seeded_order",
+    "select_valid",
+    "to_preference",
+    "to_prompt_completion",
+    "training_data",
+]

@@ -1,0 +1,138 @@
+"""``python -m ift.train``: train one grid cell (method x start x seed) and write its run directory.
+
+    python -m ift.train method=ift start=base seed=0            # -> outputs/runs/ift-base-s0/
+    python -m ift.train method=sft method.targets=chat start=base run_name=sftchat-base-s0
+    python -m ift.train method=dpo start=base init_from=outputs/runs/sftchat-base-s0 run_name=sft_dpo-base-s0
+    python -m ift.train -m method=sft,ift start=base,sft_beta seed=0,1      # Hydra multirun, same layout
+
+A run directory holds the HF checkpoint (model, tokenizer, chat template), the resolved ``config.yaml``,
+``train_metrics.json`` and ``data.json`` (what the training set was made of, and any skipped rows). It appears
+atomically when training has finished. Periodic Trainer checkpoints go to ``outputs/work/<run>/``; re-running a
+killed run resumes from the last one when the config is unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+
+import ift  # noqa: F401  (offline defaults before any HF import)
+from ift.io import atomic_directory, write_json_atomic, write_text_atomic
+
+
+def _fingerprint(cfg) -> str:
+    """Hash of everything that determines the run's numbers (not paths, not logging)."""
+    from omegaconf import OmegaConf
+
+    relevant = {key: OmegaConf.to_container(cfg[key], resolve=True)
+                for key in ("method", "start", "model", "data", "trainer") if key in cfg}
+    relevant.update(seed=int(cfg.seed), init_from=cfg.get("init_from"), profile=cfg.profile)
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _resume_point(work_dir: Path, fingerprint: str) -> str | None:
+    """The last Trainer checkpoint of an interrupted run with the same config; stale work is wiped."""
+    stamp = work_dir / "fingerprint.txt"
+    if work_dir.exists() and (not stamp.exists() or stamp.read_text().strip() != fingerprint):
+        shutil.rmtree(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(stamp, fingerprint + "\n")
+    checkpoints = sorted(work_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    complete = [c for c in checkpoints if (c / "trainer_state.json").exists()]
+    return str(complete[-1]) if complete else None
+
+
+def _metrics(trainer, method: str, seconds: float, resumed_from: str | None) -> dict:
+    """train_metrics.json: final/per-step losses, steps, tokens, time; plus the method's own logged values."""
+    history = [entry for entry in trainer.state.log_history if "loss" in entry]
+    final = trainer.state.log_history[-1] if trainer.state.log_history else {}
+    tokens = int(trainer.state.num_input_tokens_seen or 0)
+    metrics = {
+        "method": method,
+        "steps": int(trainer.state.global_step),
+        "epochs": float(trainer.state.epoch or 0),
+        "final_loss": history[-1]["loss"] if history else None,
+        "train_loss": final.get("train_loss"),
+        "tokens_seen": tokens,
+        "train_seconds": round(seconds, 2),
+        "tokens_per_second": round(tokens / seconds, 1) if seconds > 0 and tokens else None,
+        "resumed_from": resumed_from,
+        "log_history": history,
+    }
+    if method == "ift":
+        metrics["lambda"] = [e.get("ift/lambda") for e in history]
+        metrics["pass1_sft_loss"] = [e.get("ift/pass1_sft_loss") for e in history]
+        metrics["pass2_loss"] = [e.get("ift/pass2_loss") for e in history]
+    if method == "dpo":
+        metrics["reward_margins"] = [e.get("rewards/margins") for e in history]
+        metrics["reward_accuracies"] = [e.get("rewards/accuracies") for e in history]
+    return metrics
+
+
+def run_training(cfg) -> Path:
+    """Validate, load, train, save; returns the run directory."""
+    from omegaconf import OmegaConf
+
+    from ift.train.validate import validate_train_config
+
+    validate_train_config(cfg)  # before any model loads
+
+    from transformers import set_seed
+
+    from ift.data import DataConfig, training_data
+    from ift.tracking import configure_tracking
+    from ift.train.checkpoints import load_causal_lm, write_checkpoint
+    from ift.train.recipe import training_kwargs
+    from ift.train.trainers import build_trainer
+
+    method, start, seed = str(cfg.method.name), str(cfg.start.name), int(cfg.seed)
+    run_dir = Path(cfg.paths.runs) / str(cfg.run_name)
+    work_dir = Path(cfg.paths.outputs) / "work" / str(cfg.run_name)
+    init_ref = str(cfg.init_from) if cfg.get("init_from") else str(cfg.start.checkpoint)
+    set_seed(seed)
+    model, tokenizer = load_causal_lm(init_ref, what=f"initial checkpoint of {cfg.run_name}")
+    data = training_data(method, start, DataConfig.from_mapping(cfg.data), seed, tokenizer=tokenizer,
+                         targets=cfg.method.get("targets"))
+    report_to = configure_tracking(cfg.logger, group=str(cfg.logger.group),
+                                   tags=[method, start, f"seed{seed}", str(cfg.profile)])
+    recipe = cfg.trainer.finetune
+    common = training_kwargs(cfg.trainer, recipe, output_dir=work_dir, seed=seed, run_name=str(cfg.run_name),
+                             report_to=report_to)
+    resume = _resume_point(work_dir, _fingerprint(cfg))
+    trainer = build_trainer(cfg.method, model=model, tokenizer=tokenizer, dataset=data.dataset,
+                            common_args=common, max_length=int(recipe.max_length))
+    print(f"[train] {cfg.run_name}: {method} from {init_ref} on {len(data.dataset)} rows "
+          f"({data.part_sizes}){f', resuming from {resume}' if resume else ''}")
+    started = time.time()
+    trainer.train(resume_from_checkpoint=resume)
+    seconds = time.time() - started
+    metrics = _metrics(trainer, method, seconds, resume)
+    if report_to == "wandb":
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
+    with atomic_directory(run_dir) as tmp:
+        write_checkpoint(trainer.model, tokenizer, tmp)  # the run dir itself is the HF checkpoint
+        write_text_atomic(tmp / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        write_json_atomic(tmp / "train_metrics.json", metrics)
+        write_json_atomic(tmp / "data.json", data.summary())
+    shutil.rmtree(work_dir, ignore_errors=True)
+    print(f"[train] {cfg.run_name}: {metrics['steps']} steps in {seconds:.0f}s, final loss "
+          f"{metrics['final_loss']:.4f} -> {run_dir}")
+    return run_dir
+
+
+def main() -> None:
+    import hydra
+
+    from ift.paths import CONF_DIR
+
+    @hydra.main(version_base=None, config_path=CONF_DIR, config_name="config")
+    def _app(cfg) -> None:
+        run_training(cfg)
+
+    _app()

@@ -1,0 +1,85 @@
+"""Loading and saving start points and trained cells as plain ``save_pretrained`` directories.
+
+A checkpoint here is a directory with the model (config.json + safetensors weights), the tokenizer and its chat
+template. Anything else — a missing dir, an empty one, truncated weights, a tokenizer without a chat template —
+fails at once with a message naming the path and what to run, before any training starts.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ift.io import atomic_directory
+
+SUPPORTED_MODEL_TYPES = ("mistral", "llama", "qwen2")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint directory is missing, incomplete or unusable."""
+
+
+def is_hub_id(ref: str) -> bool:
+    """True for ``owner/name`` references that are not existing local paths (paper profile start points)."""
+    return not Path(ref).exists() and ref.count("/") == 1 and not ref.startswith((".", "/"))
+
+
+def check_checkpoint_dir(path: str | Path, *, what: str = "checkpoint", hint: str = "") -> Path:
+    """Validate a local checkpoint dir and return it; raise CheckpointError naming the problem otherwise."""
+    path = Path(path)
+    suffix = f" ({hint})" if hint else ""
+    if not path.is_dir():
+        raise CheckpointError(f"{what} not found: {path} does not exist or is not a directory{suffix}")
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise CheckpointError(f"{what} at {path} is incomplete: no config.json{suffix}")
+    try:
+        config = json.loads(config_file.read_text())
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{what} at {path}: config.json is not valid JSON ({err}){suffix}") from err
+    model_type = config.get("model_type")
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise CheckpointError(
+            f"{what} at {path} has model_type={model_type!r}; expected a causal LM of type "
+            f"{', '.join(SUPPORTED_MODEL_TYPES)}"
+        )
+    weights = list(path.glob("*.safetensors")) + list(path.glob("*.safetensors.index.json"))
+    if not weights:
+        raise CheckpointError(f"{what} at {path} has no *.safetensors weights{suffix}")
+    if not (path / "tokenizer.json").is_file() and not (path / "tokenizer.model").is_file():
+        raise CheckpointError(f"{what} at {path} has no tokenizer (tokenizer.json){suffix}")
+    return path
+
+
+def load_causal_lm(ref: str | Path, *, what: str = "checkpoint", hint: str = "", dtype=None):
+    """Load (model, tokenizer) from a local checkpoint dir or, in the paper profile, a hub id."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    ref = str(ref)
+    if not is_hub_id(ref):
+        check_checkpoint_dir(ref, what=what, hint=hint)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(ref)
+        model = AutoModelForCausalLM.from_pretrained(ref, dtype=dtype or torch.float32)
+    except (OSError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"could not load {what} from {ref}: {err}{f' ({hint})' if hint else ''}") from err
+    if tokenizer.chat_template is None:
+        raise CheckpointError(f"{what} at {ref} has a tokenizer without a chat template")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def write_checkpoint(model, tokenizer, directory: str | Path) -> None:
+    """Write model (safetensors) + tokenizer (with its chat template) into an existing directory."""
+    model.save_pretrained(directory, safe_serialization=True)
+    tokenizer.save_pretrained(directory)
+
+
+def save_checkpoint(model, tokenizer, out_dir: str | Path) -> Path:
+    """Save model + tokenizer atomically: the dir appears only once complete."""
+    out_dir = Path(out_dir)
+    with atomic_directory(out_dir) as tmp:
+        write_checkpoint(model, tokenizer, tmp)
+    return out_dir

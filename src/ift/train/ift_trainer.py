@@ -1,0 +1,200 @@
+"""IFTTrainer: TRL's SFTTrainer with Intuitive Fine-Tuning's loss (Hua et al., arXiv 2405.11870).
+
+Only ``compute_loss`` changes (plus how a batch's loss is normalised); data, collation, optimiser, schedule,
+logging, checkpointing and distributed wiring are SFTTrainer's. Per step (DESIGN §4):
+
+1. pass 1, no gradient: the policy reads the true sequence x; its greedy guess for every position is kept
+   (only the argmax: the LM head runs over chunks of positions, no full-vocabulary logits are kept);
+2. the "intuition" x̃ replaces each response token by that guess (prompt tokens and x_0 stay);
+3. pass 2, with gradient, on the input embeddings (1-λ)·E(x) + λ·E(x̃), where E is the policy's *current*
+   input-embedding table used without gradient (so the input path gets no gradient, like the reference);
+4. per-token log-probs of the true labels (TRL's fused, chunked LM head), re-weighted by relation propagation
+   (``ift.losses.propagation_weights``, not detached), per-sequence mean, mean over the sequences of the batch.
+
+Both model calls go through the (possibly DDP/FSDP-wrapped) model's own forward; the mixing and the argmax happen
+in forward hooks on the embedding and decoder modules, where FSDP has the full parameters at hand.
+
+Normalisation: the loss is a mean over *sequences*, so under gradient accumulation and across processes the
+divisor must be the number of sequences in the whole optimiser step, not per micro-batch. ``_get_num_items_in_batch``
+counts those sequences (gathered over processes), and ``compute_loss`` divides the summed per-sequence losses by it
+(times the process count, because DDP/FSDP average gradients). Hence 8x1 = 4x2 = 2x4 give the same update.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from trl import SFTTrainer
+
+from ift import losses
+
+
+@dataclass(frozen=True)
+class IFTOptions:
+    """IFT's hyperparameters (conf/method/ift.yaml); defaults are the paper's (λ = 0.2, γ = 0.95)."""
+
+    max_lambda: float = 0.2
+    min_lambda: float = 0.2
+    lambda_schedule: str | None = None
+    lambda_disturb: str | None = None
+    disturb_std: float = 0.5
+    gamma: float = 0.95
+    propagation_type: str = "loss"
+    propagation_side: str = "left"
+    propagation_norm: str = "L1"
+    linear_form: bool = False  # the paper's Eq. 21 (linear in token losses) instead of the reference code's form
+    memory_efficient: bool = True  # chunked argmax + fused log-probs; False = the plain path (full logits)
+    chunk_size: int = losses.DEFAULT_CHUNK_SIZE
+
+    def validate(self) -> None:
+        """Raise ValueError naming the key for any impossible value (called before any model loads)."""
+        losses.lambda_at(0, max_lambda=self.max_lambda, min_lambda=self.min_lambda, schedule=self.lambda_schedule,
+                         disturb=None, disturb_std=self.disturb_std)
+        if self.lambda_disturb not in losses.LAMBDA_DISTURBANCES:
+            raise ValueError(f"unknown method.lambda_disturb={self.lambda_disturb!r}; "
+                             f"allowed: {list(losses.LAMBDA_DISTURBANCES)}")
+        losses.propagation_weights(torch.zeros(1, 1), torch.ones(1, 1, dtype=torch.bool), gamma=self.gamma,
+                                   propagation_type=self.propagation_type, propagation_side=self.propagation_side,
+                                   propagation_norm=self.propagation_norm)
+        if self.chunk_size < 1:
+            raise ValueError(f"method.chunk_size must be >= 1, got {self.chunk_size}")
+
+
+def _decoder_and_head(model):
+    """The backbone (decoder stack) and the output projection of a causal LM, unwrapping PEFT if needed."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base.get_decoder(), base.get_output_embeddings(), base.get_input_embeddings()
+
+
+class IFTTrainer(SFTTrainer):
+    """SFTTrainer whose loss is IFT's. ``ift`` carries the method's options (see IFTOptions)."""
+
+    def __init__(self, *args, ift: IFTOptions, **kwargs):
+        ift.validate()
+        super().__init__(*args, **kwargs)
+        self.ift = ift
+        # compute_loss normalises by the step's sequence count itself: Trainer must not divide by GA again.
+        self.loss_is_scaled_for_ga = True
+        self._lambda_noise: list[float] | None = None
+        self._last_metrics: dict[str, float] = {}
+
+    # ---- λ ---------------------------------------------------------------------------------------------------
+    def current_lambda(self) -> float:
+        """λ at this optimiser step: schedule over the LR warmup steps, seeded disturbance, clamped to [0, 1]."""
+        step = int(self.state.global_step)
+        noise = None
+        if self.ift.lambda_disturb == "normal":
+            horizon = max(int(self.state.max_steps or 0), step) + 1
+            if self._lambda_noise is None or len(self._lambda_noise) < horizon:
+                self._lambda_noise = losses.lambda_noise(int(self.args.seed), horizon)
+            noise = self._lambda_noise
+        warmup = self.args.get_warmup_steps(int(self.state.max_steps)) if self.state.max_steps else 0
+        return losses.lambda_at(step, max_lambda=self.ift.max_lambda, min_lambda=self.ift.min_lambda,
+                                schedule=self.ift.lambda_schedule, warmup_steps=warmup,
+                                disturb=self.ift.lambda_disturb, disturb_std=self.ift.disturb_std, noise=noise)
+
+    # ---- pass 1 ----------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def pass1(self, model, input_ids, attention_mask, labels) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """On the true sequence: greedy ids argmax_v p(v | x_≤t) [B, L], and label log-probs [B, L-1] + mask.
+
+        The log-probs only feed the logged pass-1 SFT loss; the argmax feeds the intuition.
+        """
+        if not self.ift.memory_efficient:
+            logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+            return (logits.argmax(-1), *losses.gather_label_logps(logits, labels))
+        decoder, head, _ = _decoder_and_head(self.accelerator.unwrap_model(model))
+        captured: dict[str, tuple] = {}
+
+        def read_head(module, args, output):
+            hidden = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
+            captured["pass1"] = losses.chunked_greedy_and_label_logps(
+                hidden, head.weight, labels, chunk_size=self.ift.chunk_size, lm_head_bias=getattr(head, "bias", None)
+            )
+
+        handle = decoder.register_forward_hook(read_head)
+        try:
+            # logits_to_keep=1: the model's own LM head runs on one position only; the hook did the rest.
+            model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, logits_to_keep=1)
+        finally:
+            handle.remove()
+        return captured["pass1"]
+
+    # ---- pass 2 ----------------------------------------------------------------------------------------------
+    @contextmanager
+    def mixed_input_embeddings(self, model, intuition_ids: torch.Tensor, lam: float):
+        """While active, the embedding module returns ((1-λ)E(x) + λE(x̃)).detach() instead of E(x)."""
+        embedding = _decoder_and_head(self.accelerator.unwrap_model(model))[2]
+
+        def mix(module, args, output):
+            intuition = torch.nn.functional.embedding(intuition_ids, module.weight, module.padding_idx)
+            return losses.mix_embeddings(output, intuition, lam).detach()
+
+        handle = embedding.register_forward_hook(mix)
+        try:
+            yield
+        finally:
+            handle.remove()
+
+    def token_logps_pass2(self, model, input_ids, attention_mask, labels, intuition_ids, lam):
+        """Per-token log-probs [B, L-1] of the true labels given the mixed inputs, and the response mask."""
+        with self.mixed_input_embeddings(model, intuition_ids, lam):
+            if self.ift.memory_efficient:
+                out = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, fused_lm_head=True,
+                            use_cache=False)
+                return out.log_probs, out.label_mask
+            logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+            return losses.gather_label_logps(logits, labels)
+
+    # ---- loss ------------------------------------------------------------------------------------------------
+    def sequence_losses(self, token_logps, mask) -> torch.Tensor:
+        if self.ift.linear_form:
+            return losses.ift_linear_loss(token_logps, mask, gamma=self.ift.gamma)
+        return losses.ift_sequence_losses(token_logps, mask, gamma=self.ift.gamma,
+                                          propagation_type=self.ift.propagation_type,
+                                          propagation_side=self.ift.propagation_side,
+                                          propagation_norm=self.ift.propagation_norm)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        input_ids, labels = inputs["input_ids"], inputs["labels"]
+        attention_mask = inputs.get("attention_mask")
+        if attention_mask is None:
+            raise ValueError("IFTTrainer needs padded batches with an attention_mask (packing/padding-free is "
+                             "not supported: the intuition must not cross sequence boundaries)")
+        lam = self.current_lambda()
+        greedy, pass1_logps, _ = self.pass1(model, input_ids, attention_mask, labels)
+        intuition_ids = losses.intuition_input_ids(input_ids, greedy, labels)
+        token_logps, mask = self.token_logps_pass2(model, input_ids, attention_mask, labels, intuition_ids, lam)
+        seq_losses = self.sequence_losses(token_logps, mask)
+        has_response = mask.any(-1)
+        if num_items_in_batch is None:  # evaluation / a lone forward: mean over this batch's sequences
+            loss = seq_losses.sum() / has_response.sum().clamp(min=1)
+        else:
+            loss = seq_losses.sum() / num_items_in_batch * self.accelerator.num_processes
+        self._record(lam, seq_losses.detach(), has_response, pass1_logps, mask, attention_mask)
+        return (loss, None) if return_outputs else loss
+
+    def _get_num_items_in_batch(self, batch_samples, device):
+        """Sequences with at least one response token in this optimiser step, summed over all processes."""
+        if not batch_samples or "labels" not in batch_samples[0]:
+            return None
+        count = sum((batch["labels"][:, 1:] != -100).any(-1).sum() for batch in batch_samples)
+        count = torch.as_tensor(count, device=device)
+        if self.args.world_size > 1:
+            count = self.accelerator.gather(count.reshape(1)).sum()
+        return count
+
+    # ---- metrics ---------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _record(self, lam, seq_losses, has_response, pass1_logps, mask, attention_mask) -> None:
+        """Log λ, the pass-2 loss (IFT's objective) and the pass-1 SFT loss (true inputs, per-sequence mean)."""
+        mode = "train" if self.model.training else "eval"
+        n = has_response.sum().clamp(min=1)
+        self._metrics[mode]["ift/lambda"].append(float(lam))
+        self._metrics[mode]["ift/pass2_loss"].append(float(seq_losses.sum() / n))
+        self._metrics[mode]["ift/pass1_sft_loss"].append(float(losses.sft_loss(pass1_logps, mask)))
+        if mode == "train":
+            self._total_train_tokens += int(self.accelerator.gather_for_metrics(attention_mask.sum()).sum())
+        self._metrics[mode]["num_tokens"] = [self._total_train_tokens]

@@ -1,0 +1,101 @@
+"""Measured quality of the two start points, written by the `sft_beta` stage to ``quality.json``.
+
+It answers "did the start points learn the world?" with numbers, not hopes:
+* base: held-out pretraining loss (nats/token) next to the uniform-guess loss ln(V) for scale;
+* both: the fraction of well-formed answers on held-out chat prompts (generation stopped at eos AND the answer
+  follows its kind's format, judged by the world's checker) and gsm8k-analog exact match (zero-shot, chat template).
+The bar (issue: Foundation) is sft_beta well-formed >= 0.9 and sft_beta exact match clearly above base.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+WELLFORMED_BAR = 0.9
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def heldout_lm_loss(model, tokenizer, texts: list[str], *, batch_size: int = 32, max_length: int = 512) -> float:
+    """Token-mean next-token cross-entropy over documents (each followed by eos), in nats per token."""
+    import torch
+
+    total, count = 0.0, 0
+    model.eval()
+    for start in range(0, len(texts), batch_size):
+        chunk = [text + tokenizer.eos_token for text in texts[start : start + batch_size]]
+        enc = tokenizer(chunk, return_tensors="pt", padding=True, truncation=True, max_length=max_length,
+                        add_special_tokens=False)
+        labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+        with torch.no_grad():
+            logits = model(**enc).logits[:, :-1].float()
+        targets = labels[:, 1:]
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                                                 ignore_index=-100, reduction="sum")
+        total += float(loss)
+        count += int((targets != -100).sum())
+    return total / max(count, 1)
+
+
+def answer_quality(model, tokenizer, world_dir: Path, *, n_chat: int, n_gsm8k: int, max_new_tokens: int) -> dict:
+    """Well-formed fraction on held-out chat prompts and gsm8k-analog exact match for one model."""
+    from ift.evaluate.generate import generate_chat
+    from ift.world.judge import check_answer, gsm8k_extract
+
+    chat_rows = _read_jsonl(world_dir / "chat" / "test.jsonl")[:n_chat]
+    keys = {row["prompt_id"]: row for row in _read_jsonl(world_dir / "chat" / "test_keys.jsonl")}
+    outputs = generate_chat(model, tokenizer, [row["messages"][:-1] for row in chat_rows],
+                            max_new_tokens=max_new_tokens)
+    wellformed = [
+        out.ended_with_eos and check_answer(keys[row["prompt_id"]], out.text)["well_formed"]
+        for row, out in zip(chat_rows, outputs)
+    ]
+    gsm_rows = _read_jsonl(world_dir / "tasks" / "gsm8k" / "test.jsonl")[:n_gsm8k]
+    gsm_out = generate_chat(model, tokenizer, [[{"role": "user", "content": row["question"]}] for row in gsm_rows],
+                            max_new_tokens=max_new_tokens)
+    exact = [gsm8k_extract(out.text) == gsm8k_extract(row["answer"]) for row, out in zip(gsm_rows, gsm_out)]
+    return {
+        "wellformed_fraction": sum(wellformed) / max(len(wellformed), 1),
+        "ended_with_eos_fraction": sum(o.ended_with_eos for o in outputs) / max(len(outputs), 1),
+        "gsm8k_exact_match": sum(exact) / max(len(exact), 1),
+        "n_chat_prompts": len(chat_rows),
+        "n_gsm8k": len(gsm_rows),
+        "examples": [{"prompt": row["messages"][-2]["content"], "answer": out.text}
+                     for row, out in list(zip(chat_rows, outputs))[:5]],
+    }
+
+
+def measure_start_points(cfg, *, base_dir: Path, sft_beta_dir: Path) -> dict:
+    """Measure base and sft_beta; returns the dict written to quality.json (with the bar and whether it passes)."""
+    from ift.train.checkpoints import load_causal_lm
+
+    world_dir = Path(cfg.data.dir)
+    q = cfg.data.quality
+    valid_texts = [row["text"] for row in _read_jsonl(world_dir / "corpus" / "valid.jsonl")][: int(q.n_valid_docs)]
+    report: dict = {}
+    for name, path in (("base", base_dir), ("sft_beta", sft_beta_dir)):
+        model, tokenizer = load_causal_lm(path, what=f"{name} start point")
+        entry = {"heldout_pretrain_loss": heldout_lm_loss(model, tokenizer, valid_texts)}
+        entry.update(answer_quality(model, tokenizer, world_dir, n_chat=int(q.n_chat), n_gsm8k=int(q.n_gsm8k),
+                                    max_new_tokens=int(q.max_new_tokens)))
+        report[name] = entry
+        vocab = len(tokenizer)
+    report["uniform_guess_loss"] = math.log(vocab)
+    report["bar"] = {
+        "sft_beta_wellformed_min": WELLFORMED_BAR,
+        "sft_beta_wellformed_ok": report["sft_beta"]["wellformed_fraction"] >= WELLFORMED_BAR,
+        "sft_beta_exact_match_above_base": report["sft_beta"]["gsm8k_exact_match"]
+        > report["base"]["gsm8k_exact_match"],
+    }
+    print(
+        f"[quality] base held-out loss {report['base']['heldout_pretrain_loss']:.3f} "
+        f"(uniform {report['uniform_guess_loss']:.3f}); well-formed base {report['base']['wellformed_fraction']:.2f} "
+        f"sft_beta {report['sft_beta']['wellformed_fraction']:.2f}; gsm8k EM base "
+        f"{report['base']['gsm8k_exact_match']:.2f} sft_beta {report['sft_beta']['gsm8k_exact_match']:.2f}"
+    )
+    return report

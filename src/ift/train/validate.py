@@ -1,0 +1,84 @@
+"""Check a training config before anything heavy happens: a bad value fails in milliseconds, naming its key."""
+
+from __future__ import annotations
+
+from ift.train.checkpoints import check_checkpoint_dir, is_hub_id
+
+METHODS = ("sft", "dpo", "orpo", "ift")
+STARTS = ("base", "sft_beta")
+PROFILES = ("tiny", "smoke", "paper")
+
+
+class ConfigError(ValueError):
+    """An impossible or unknown config value; the message names the key."""
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def _check_recipe(recipe) -> None:
+    for key in ("per_device_train_batch_size", "gradient_accumulation_steps", "max_length"):
+        if recipe.get(key) is not None:
+            _require(int(recipe[key]) >= 1, f"trainer.finetune.{key} must be >= 1, got {recipe[key]}")
+    _require(float(recipe.learning_rate) > 0, f"trainer.finetune.learning_rate must be > 0, got {recipe.learning_rate}")
+    epochs, steps = recipe.get("num_train_epochs"), recipe.get("max_steps")
+    _require((epochs is not None and float(epochs) > 0) or (steps is not None and int(steps) > 0),
+             "trainer.finetune needs num_train_epochs > 0 or max_steps > 0")
+    warmup = recipe.get("warmup_ratio")
+    _require(warmup is None or 0 <= float(warmup) < 1, f"trainer.finetune.warmup_ratio must be in [0, 1), got {warmup}")
+
+
+def _check_method(method) -> None:
+    name = method.get("name")
+    _require(name in METHODS, f"method={name!r} is unknown; choose one of {', '.join(METHODS)} "
+                              "(sft_dpo is method=sft then method=dpo init_from=<the SFT run>)")
+    if name == "ift":
+        try:
+            ift_options(method).validate()
+        except ConfigError:
+            raise
+        except (ValueError, TypeError) as err:
+            raise ConfigError(f"method (ift): {err}") from err
+    if name in ("dpo", "orpo"):
+        beta = float(method.beta)
+        _require(beta > 0, f"method.beta must be > 0 for {name}, got {beta}")
+
+
+def ift_options(method):
+    """IFTOptions from the method node (every key of conf/method/ift.yaml except name/targets)."""
+    from ift.train.ift_trainer import IFTOptions
+
+    fields = {key: method[key] for key in IFTOptions.__dataclass_fields__ if key in method}
+    unknown = set(method) - set(IFTOptions.__dataclass_fields__) - {"name", "targets"}
+    if unknown:
+        raise ConfigError(f"unknown key(s) method.{', method.'.join(sorted(unknown))} for method=ift")
+    return IFTOptions(**fields)
+
+
+def _check_checkpoint_ref(ref: str, key: str, profile: str, hint: str) -> None:
+    if profile == "paper" and is_hub_id(ref):
+        return
+    try:
+        check_checkpoint_dir(ref, what=f"{key} checkpoint", hint=hint)
+    except Exception as err:  # CheckpointError: re-raise as a config error naming the key
+        raise ConfigError(f"{key}={ref}: {err}") from err
+
+
+def validate_train_config(cfg) -> None:
+    """Raise ConfigError for unknown method/start/profile, out-of-range values or a missing start checkpoint."""
+    _require(cfg.get("profile") in PROFILES, f"profile={cfg.get('profile')!r} is unknown; choose {PROFILES}")
+    _check_method(cfg.method)
+    start = cfg.start.get("name")
+    _require(start in STARTS, f"start={start!r} is unknown; choose one of {', '.join(STARTS)}")
+    _require(int(cfg.seed) >= 0, f"seed must be >= 0, got {cfg.seed}")
+    _check_recipe(cfg.trainer.finetune)
+    if cfg.get("init_from"):
+        _check_checkpoint_ref(str(cfg.init_from), "init_from", cfg.profile, "the SFT run must finish first")
+    else:
+        _check_checkpoint_ref(str(cfg.start.checkpoint), f"start.checkpoint (start={start})", cfg.profile,
+                              f"run `dvc repro {start}` first")
+    run_name = str(cfg.run_name)
+    _require(run_name and "/" not in run_name and run_name not in (".", ".."),
+             f"run_name={run_name!r} must be a plain directory name")

@@ -1,0 +1,42 @@
+"""Shared test setup: offline, single-threaded, repo paths."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+import ift  # noqa: E402,F401  (sets the offline defaults before any HF import)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = REPO_ROOT / "conf"
+
+
+@pytest.fixture(autouse=True)
+def _single_thread_torch():
+    """Parallel test workers share 2 cores: one torch thread each (10-40x slower otherwise)."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def compose(overrides: list[str] | None = None, root: Path | None = None):
+    """Compose the repo's Hydra config as the entry points do (paths rooted at ``root``)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    overrides = list(overrides or [])
+    if root is not None:
+        overrides.append(f"paths.root={root}")
+    else:
+        overrides.append(f"paths.root={REPO_ROOT}")
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        return hydra_compose(config_name="config", overrides=overrides)
