@@ -35,7 +35,7 @@ repro: setup
 	$(RUN) dvc repro
 
 test: setup
-	$(RUN) OMP_NUM_THREADS=1 "$(BIN)/python" -m pytest -n $(JOBS) $(PYTEST_ARGS)
+	$(RUN) OMP_NUM_THREADS=1 "$(BIN)/python" -m pytest -n $(JOBS) --dist loadgroup $(PYTEST_ARGS)
 
 lint: setup
 	"$(BIN)/ruff" check src tests

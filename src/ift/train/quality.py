@@ -45,20 +45,20 @@ def heldout_lm_loss(model, tokenizer, texts: list[str], *, batch_size: int = 32,
 def answer_quality(model, tokenizer, world_dir: Path, *, n_chat: int, n_gsm8k: int, max_new_tokens: int) -> dict:
     """Well-formed fraction on held-out chat prompts and gsm8k-analog exact match for one model."""
     from ift.evaluate.generate import generate_chat
-    from ift.world.judge import check_answer, gsm8k_extract
+    from ift.world.judge import check_answer, gsm8k_exact_match, gsm8k_extract
 
     chat_rows = _read_jsonl(world_dir / "chat" / "test.jsonl")[:n_chat]
     keys = {row["prompt_id"]: row for row in _read_jsonl(world_dir / "chat" / "test_keys.jsonl")}
     outputs = generate_chat(model, tokenizer, [row["messages"][:-1] for row in chat_rows],
                             max_new_tokens=max_new_tokens)
     wellformed = [
-        out.ended_with_eos and check_answer(keys[row["prompt_id"]], out.text)["well_formed"]
+        check_answer(keys[row["prompt_id"]], out.text, ended_at_eos=out.ended_with_eos)["well_formed"]
         for row, out in zip(chat_rows, outputs)
     ]
     gsm_rows = _read_jsonl(world_dir / "tasks" / "gsm8k" / "test.jsonl")[:n_gsm8k]
     gsm_out = generate_chat(model, tokenizer, [[{"role": "user", "content": row["question"]}] for row in gsm_rows],
                             max_new_tokens=max_new_tokens)
-    exact = [gsm8k_extract(out.text) == gsm8k_extract(row["answer"]) for row, out in zip(gsm_rows, gsm_out)]
+    exact = [gsm8k_exact_match(out.text, gsm8k_extract(row["answer"])) for row, out in zip(gsm_rows, gsm_out)]
     return {
         "wellformed_fraction": sum(wellformed) / max(len(wellformed), 1),
         "ended_with_eos_fraction": sum(o.ended_with_eos for o in outputs) / max(len(outputs), 1),

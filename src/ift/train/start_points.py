@@ -18,7 +18,7 @@ import ift  # noqa: F401  (offline defaults before any HF import)
 from ift.io import write_json_atomic
 
 
-def _hub_pointer(cfg, stage: str) -> None:
+def record_hub_start_point(cfg, stage: str) -> None:
     out = Path(cfg.paths.models) / stage
     write_json_atomic(out / "hub.json", {"hub_id": str(cfg.start_checkpoints[stage]), "profile": cfg.profile})
     print(f"[{stage}] profile={cfg.profile}: start point is the hub checkpoint {cfg.start_checkpoints[stage]}")
@@ -144,7 +144,7 @@ def run(stage: str) -> None:
     @hydra.main(version_base=None, config_path=CONF_DIR, config_name="config")
     def _app(cfg) -> None:
         if cfg.profile == "paper":
-            _hub_pointer(cfg, stage)
+            record_hub_start_point(cfg, stage)
         elif stage == "base":
             build_base(cfg)
         else:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ift.train.checkpoints import check_checkpoint_dir, is_hub_id
+from ift.train.checkpoints import CheckpointError, check_checkpoint_dir, is_hub_id
 
 METHODS = ("sft", "dpo", "orpo", "ift")
 STARTS = ("base", "sft_beta")
@@ -61,9 +61,9 @@ def _check_checkpoint_ref(ref: str, key: str, profile: str, hint: str) -> None:
     if profile == "paper" and is_hub_id(ref):
         return
     try:
-        check_checkpoint_dir(ref, what=f"{key} checkpoint", hint=hint)
-    except Exception as err:  # CheckpointError: re-raise as a config error naming the key
-        raise ConfigError(f"{key}={ref}: {err}") from err
+        check_checkpoint_dir(ref, what="checkpoint", hint=hint)
+    except CheckpointError as err:  # re-raised as a config error naming the key
+        raise ConfigError(f"{key}: {err}") from err
 
 
 def validate_train_config(cfg) -> None:
@@ -74,11 +74,11 @@ def validate_train_config(cfg) -> None:
     _require(start in STARTS, f"start={start!r} is unknown; choose one of {', '.join(STARTS)}")
     _require(int(cfg.seed) >= 0, f"seed must be >= 0, got {cfg.seed}")
     _check_recipe(cfg.trainer.finetune)
+    run_name = str(cfg.run_name)
+    _require(run_name and "/" not in run_name and run_name not in (".", ".."),
+             f"run_name={run_name!r} must be a plain directory name")
     if cfg.get("init_from"):
         _check_checkpoint_ref(str(cfg.init_from), "init_from", cfg.profile, "the SFT run must finish first")
     else:
         _check_checkpoint_ref(str(cfg.start.checkpoint), f"start.checkpoint (start={start})", cfg.profile,
                               f"run `dvc repro {start}` first")
-    run_name = str(cfg.run_name)
-    _require(run_name and "/" not in run_name and run_name not in (".", ".."),
-             f"run_name={run_name!r} must be a plain directory name")

@@ -1,0 +1,56 @@
+"""The start-point stages on the smoke profile: real world, real pretraining, real TRL SFT, real measurements."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from conftest import compose
+
+from ift.train.checkpoints import CheckpointError, check_checkpoint_dir, load_causal_lm
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("smoke_pipeline")]
+
+
+def test_base_is_a_complete_checkpoint_whose_loss_fell(smoke_root):
+    base = smoke_root / "outputs" / "models" / "base"
+    check_checkpoint_dir(base)
+    model, tokenizer = load_causal_lm(base)
+    assert model.config.model_type == "mistral" and not model.config.tie_word_embeddings
+    assert tokenizer.chat_template and "generation" in tokenizer.chat_template
+    metrics = json.loads((base / "train_metrics.json").read_text())
+    losses = [loss for _, loss in metrics["loss_curve"]]
+    assert len(losses) >= 2 and losses[-1] < losses[0]
+    assert metrics["steps"] > 0 and metrics["tokens_seen"] > 0
+
+
+def test_sft_beta_quality_report_is_measured_and_consistent(smoke_root):
+    quality = json.loads((smoke_root / "outputs" / "models" / "sft_beta" / "quality.json").read_text())
+    vocab = len(load_causal_lm(smoke_root / "outputs" / "models" / "sft_beta")[1])
+    assert quality["uniform_guess_loss"] == pytest.approx(math.log(vocab))
+    # even a briefly pretrained model beats guessing uniformly over the vocabulary
+    assert quality["base"]["heldout_pretrain_loss"] < quality["uniform_guess_loss"]
+    for name in ("base", "sft_beta"):
+        entry = quality[name]
+        assert 0.0 <= entry["wellformed_fraction"] <= 1.0 and 0.0 <= entry["gsm8k_exact_match"] <= 1.0
+        assert entry["n_chat_prompts"] > 0 and entry["n_gsm8k"] > 0
+    assert set(quality["bar"]) == {"sft_beta_wellformed_min", "sft_beta_wellformed_ok",
+                                   "sft_beta_exact_match_above_base"}
+
+
+def test_sft_beta_without_base_fails_clearly(tmp_path):
+    from ift.train.start_points import build_sft_beta
+
+    cfg = compose(["profile=smoke", "logger=none"], root=tmp_path)
+    with pytest.raises(CheckpointError, match=r"base start point not found.*dvc repro base"):
+        build_sft_beta(cfg)
+
+
+def test_paper_profile_stages_record_the_hub_ids(tmp_path):
+    from ift.train.start_points import record_hub_start_point
+
+    cfg = compose(["profile=paper"], root=tmp_path)
+    for stage, hub_id in (("base", "mistralai/Mistral-7B-v0.1"), ("sft_beta", "HuggingFaceH4/mistral-7b-sft-beta")):
+        record_hub_start_point(cfg, stage)
+        assert json.loads((tmp_path / "outputs" / "models" / stage / "hub.json").read_text())["hub_id"] == hub_id
