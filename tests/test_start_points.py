@@ -6,8 +6,8 @@ import json
 import math
 
 import pytest
-from conftest import compose
 
+from conftest import compose
 from ift.train.checkpoints import CheckpointError, check_checkpoint_dir, load_causal_lm
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("smoke_pipeline")]

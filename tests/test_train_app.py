@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import compose
 
+from conftest import compose
 from ift.train.validate import ConfigError, validate_train_config
 
 

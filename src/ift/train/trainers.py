@@ -1,7 +1,7 @@
 """One function that builds the TRL trainer for a method; the methods share everything but the trainer class.
 
 sft  -> trl.SFTTrainer (completion-only NLL)          ift  -> IFTTrainer (SFTTrainer + IFT's compute_loss)
-dpo  -> trl.DPOTrainer (reference = the initial model) orpo -> trl.experimental.orpo.ORPOTrainer
+dpo  -> trl.DPOTrainer (reference = the initial model) orpo -> ResponseNLLORPOTrainer (TRL's ORPOTrainer, NLL fixed)
 """
 
 from __future__ import annotations
@@ -34,9 +34,29 @@ def build_trainer(method: Mapping, *, model, tokenizer, dataset, common_args: di
         return DPOTrainer(model=model, ref_model=None, args=args, train_dataset=dataset, processing_class=tokenizer,
                           callbacks=callbacks)
     if name == "orpo":
-        from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+        from trl.experimental.orpo import ORPOConfig
 
         args = ORPOConfig(**common_args, max_length=max_length, beta=float(method["beta"]))
-        return ORPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                           callbacks=callbacks)
+        return response_nll_orpo_trainer_class()(model=model, args=args, train_dataset=dataset,
+                                                 processing_class=tokenizer, callbacks=callbacks)
     raise ValueError(f"unknown method {name!r}")
+
+
+def response_nll_orpo_trainer_class():
+    """TRL's ORPOTrainer with the ORPO formula's NLL term (DESIGN §4), defined lazily (trl.experimental import).
+
+    TRL computes the NLL term as the token-mean cross-entropy over the whole chosen sequence, prompt included.
+    The ORPO paper and the IFT authors' code use -mean log p(y_w | x): the chosen *response's* length-normalised
+    log-prob, averaged over the pairs. Only that term changes; the odds-ratio term is TRL's (already the formula).
+    tests/test_trl_formulas.py checks the result against ift.losses.orpo_loss.
+    """
+    from trl.experimental.orpo import ORPOTrainer
+
+    class ResponseNLLORPOTrainer(ORPOTrainer):
+        def concatenated_forward(self, model, batch):
+            outputs = list(super().concatenated_forward(model, batch))
+            chosen_mean_logps = outputs[0]
+            outputs[4] = -chosen_mean_logps.mean()  # the formula's NLL: response only, per-sequence mean
+            return tuple(outputs)
+
+    return ResponseNLLORPOTrainer

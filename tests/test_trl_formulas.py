@@ -1,0 +1,124 @@
+"""TRL's DPO and ORPO losses, on a fixed tiny batch, equal the formulas in ift.losses.
+
+The policy is perturbed away from its reference so that every term is non-trivial (at the start DPO's loss is
+log 2 whatever the code does). Sequence log-probs for our side are computed from the model's logits with
+ift.losses.gather_label_logps, independently of TRL's own log-prob code.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny_lm import pref_rows, tiny_model, tiny_tokenizer
+
+from ift import losses
+
+
+@pytest.fixture(scope="module")
+def saved_tiny(tmp_path_factory):
+    tok = tiny_tokenizer()
+    directory = tmp_path_factory.mktemp("tiny_pref_model")
+    tiny_model(tok, seed=11).save_pretrained(directory)
+    tok.save_pretrained(directory)
+    return directory, tok
+
+
+def _perturb(model, seed=0, scale=0.3):
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=generator) * scale * p.std().clamp(min=1e-3))
+
+
+def _sequence_logps(model, input_ids, attention_mask, labels, average=False):
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
+    token_logps, mask = losses.gather_label_logps(logits, labels)
+    return losses.sequence_logps(token_logps, mask, average=average)
+
+
+def test_trl_dpo_loss_equals_dpo_formula(saved_tiny, tmp_path):
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+    from trl import DPOConfig, DPOTrainer
+
+    directory, tok = saved_tiny
+    policy = AutoModelForCausalLM.from_pretrained(directory)
+    args = DPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, use_cpu=True, bf16=False,
+                     report_to="none", activation_checkpointing=False, max_length=64, beta=0.1)
+    trainer = DPOTrainer(model=policy, args=args, train_dataset=Dataset.from_list(pref_rows(8, seed=2)),
+                         processing_class=tok)
+    _perturb(trainer.model, scale=1.0)
+    batch = next(iter(trainer.get_train_dataloader()))
+    with torch.no_grad():
+        trl_loss = trainer.compute_loss(trainer.model, batch)
+        labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)
+        policy_logps = _sequence_logps(trainer.model, batch["input_ids"], batch["attention_mask"], labels)
+        reference = AutoModelForCausalLM.from_pretrained(directory)  # the untouched start model
+        ref_logps = _sequence_logps(reference, batch["input_ids"], batch["attention_mask"], labels)
+    n = batch["input_ids"].shape[0] // 2  # TRL stacks the chosen rows first, then the rejected rows
+    ours, _, _ = losses.dpo_loss(policy_logps[:n], policy_logps[n:], ref_logps[:n], ref_logps[n:], beta=0.1)
+    assert float((ours - torch.log(torch.tensor(2.0))).abs().max()) > 1e-3  # the batch is not the trivial log 2
+    torch.testing.assert_close(trl_loss, ours.mean(), rtol=1e-5, atol=1e-6)
+
+
+def test_trl_orpo_loss_equals_orpo_formula(saved_tiny, tmp_path):
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+    from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+
+    directory, tok = saved_tiny
+    model = AutoModelForCausalLM.from_pretrained(directory)
+    _perturb(model, seed=1)
+    args = ORPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, use_cpu=True, bf16=False,
+                      report_to="none", gradient_checkpointing=False, max_length=64, beta=0.25)
+    trainer = ORPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(pref_rows(8, seed=3)),
+                          processing_class=tok)
+    batch = next(iter(trainer.get_train_dataloader()))
+    with torch.no_grad():
+        trl_loss, _ = trainer.get_batch_loss_metrics(trainer.model, batch)
+        sides = {}
+        for side in ("chosen", "rejected"):
+            logits = trainer.model(input_ids=batch[f"{side}_input_ids"],
+                                   attention_mask=batch[f"{side}_attention_mask"]).logits
+            sides[side] = losses.gather_label_logps(logits, batch[f"{side}_labels"])
+    chosen_mean = losses.sequence_logps(*sides["chosen"], average=True)
+    rejected_mean = losses.sequence_logps(*sides["rejected"], average=True)
+    per_pair, log_odds = losses.orpo_loss(chosen_mean, rejected_mean, beta=0.25)
+    # The odds-ratio term is the formula's, on length-normalised response log-probs. TRL's NLL term is NOT the
+    # formula's -mean log p(y_w): it is the token-mean cross-entropy over the whole chosen sequence, prompt
+    # included (see TRL's concatenated_forward). Pin that behaviour so a TRL change is noticed.
+    logits = trainer.model(input_ids=batch["chosen_input_ids"], attention_mask=batch["chosen_attention_mask"]).logits
+    full_labels = batch["chosen_input_ids"].masked_fill(batch["chosen_attention_mask"] == 0, -100)
+    full_logps, full_mask = losses.gather_label_logps(logits.detach(), full_labels)
+    full_sequence_nll = -(full_logps * full_mask).sum() / full_mask.sum()
+    odds_term = torch.nn.functional.logsigmoid(log_odds).mean()
+    torch.testing.assert_close(trl_loss, full_sequence_nll - 0.25 * odds_term, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(per_pair.mean(), (-chosen_mean - 0.25 * torch.nn.functional.logsigmoid(log_odds)).mean())
+
+
+def test_our_orpo_trainer_loss_equals_the_orpo_formula(saved_tiny, tmp_path):
+    """ift's ORPO (TRL's trainer with the response-only NLL term) equals ift.losses.orpo_loss exactly."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+    from trl.experimental.orpo import ORPOConfig
+
+    from ift.train.trainers import response_nll_orpo_trainer_class
+
+    directory, tok = saved_tiny
+    model = AutoModelForCausalLM.from_pretrained(directory)
+    _perturb(model, seed=4)
+    args = ORPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, use_cpu=True, bf16=False,
+                      report_to="none", gradient_checkpointing=False, max_length=64, beta=0.25)
+    trainer = response_nll_orpo_trainer_class()(model=model, args=args, processing_class=tok,
+                                                train_dataset=Dataset.from_list(pref_rows(8, seed=5)))
+    batch = next(iter(trainer.get_train_dataloader()))
+    with torch.no_grad():
+        loss, _ = trainer.get_batch_loss_metrics(trainer.model, batch)
+        means = {}
+        for side in ("chosen", "rejected"):
+            logits = trainer.model(input_ids=batch[f"{side}_input_ids"],
+                                   attention_mask=batch[f"{side}_attention_mask"]).logits
+            means[side] = losses.sequence_logps(*losses.gather_label_logps(logits, batch[f"{side}_labels"]),
+                                                average=True)
+    expected, _ = losses.orpo_loss(means["chosen"], means["rejected"], beta=0.25)
+    torch.testing.assert_close(loss, expected.mean(), rtol=1e-5, atol=1e-6)
