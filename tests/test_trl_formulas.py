@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_lm import pref_rows, tiny_model, tiny_tokenizer
 
 from ift import losses
+from tiny_lm import pref_rows, tiny_model, tiny_tokenizer
 
 
 @pytest.fixture(scope="module")
