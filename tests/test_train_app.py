@@ -83,3 +83,85 @@ def test_each_method_trains_on_the_smoke_profile_and_its_loss_falls(smoke_root, 
     if method == "dpo":
         assert any(m is not None for m in metrics["reward_margins"])
     assert not (smoke_root / "outputs" / "work" / f"{method}-base-s0").exists()  # scratch removed on success
+
+
+def test_paper_profile_runs_its_code_path_up_to_training_with_a_local_stand_in(tmp_path, monkeypatch):
+    """profile=paper composes, validates, loads the start model and the hub-schema data, and builds the paper's
+    optimiser settings; a tiny local model stands in for Mistral-7B and the fixtures for the hub datasets."""
+    import ift.train.app as app
+    from conftest import REPO_ROOT
+    from tiny_lm import tiny_model, tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    stand_in = tmp_path / "mistral-stand-in"
+    tiny_model(tok).save_pretrained(stand_in)
+    tok.save_pretrained(stand_in)
+    fixtures = REPO_ROOT / "tests" / "fixtures"
+    cfg = compose(
+        ["profile=paper", "method=ift", "start=base", "logger=none", f"start_checkpoints.base={stand_in}",
+         f"data.chat_train.source={fixtures / 'ultrachat_200k'}",
+         f"data.prefs_train.source={fixtures / 'ultrafeedback_binarized'}",
+         "data.n_chat=4", "data.n_prefs=4", "data.max_prompt_tokens=64"],
+        root=tmp_path,
+    )
+    captured = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_build_trainer(method, *, model, tokenizer, dataset, common_args, max_length, callbacks=()):
+        captured.update(method=method, model=model, dataset=dataset, args=common_args, max_length=max_length)
+        raise Stop
+
+    monkeypatch.setattr("ift.train.trainers.build_trainer", fake_build_trainer)
+    with pytest.raises(Stop):
+        app.run_training(cfg)
+    args = captured["args"]
+    assert captured["method"]["name"] == "ift" and captured["max_length"] == 1024
+    assert captured["model"].config.hidden_size == 32  # the stand-in was loaded from the start checkpoint
+    assert len(captured["dataset"]) == 8  # 4 UltraChat answers + 4 UltraFeedback chosen answers (from base)
+    assert args["bf16"] is True and args["use_cpu"] is False and args["activation_checkpointing"] is True
+    assert args["optim"] == "rmsprop" and args["learning_rate"] == 5e-7 and args["lr_scheduler_type"] == "cosine"
+    assert args["warmup_steps"] == 0.1 and args["num_train_epochs"] == 3
+    assert args["per_device_train_batch_size"] * args["gradient_accumulation_steps"] == 512  # one process
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("smoke_pipeline")
+def test_a_killed_run_resumes_and_ends_with_the_same_metrics(smoke_root):
+    """SIGKILL mid-run, re-run: it resumes from the last checkpoint and matches an uninterrupted run exactly."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO_ROOT
+
+    def command(run_name):
+        return [sys.executable, "-m", "ift.train", "profile=smoke", "method=ift", "logger=none",
+                f"run_name={run_name}", "trainer.finetune.save_steps=4", f"paths.root={smoke_root}"]
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(command("ift-uninterrupted"), check=True, env=env, cwd=REPO_ROOT, capture_output=True)
+    work = smoke_root / "outputs" / "work" / "ift-killed"
+    proc = subprocess.Popen(command("ift-killed"), env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(work.glob("checkpoint-*/trainer_state.json")):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert list(work.glob("checkpoint-*/trainer_state.json")), "no checkpoint was written before the kill"
+    assert not (smoke_root / "outputs" / "runs" / "ift-killed").exists()  # nothing half-written
+    done = subprocess.run(command("ift-killed"), check=True, env=env, cwd=REPO_ROOT, capture_output=True, text=True)
+    assert "resuming from" in done.stdout
+    runs = smoke_root / "outputs" / "runs"
+    resumed = json.loads((runs / "ift-killed" / "train_metrics.json").read_text())
+    reference = json.loads((runs / "ift-uninterrupted" / "train_metrics.json").read_text())
+    assert resumed["resumed_from"] is not None and resumed["steps"] == reference["steps"]
+    by_step = {entry["step"]: entry["loss"] for entry in reference["log_history"]}
+    after_resume = [entry for entry in resumed["log_history"] if entry["step"] in by_step]
+    assert after_resume, "no overlapping logged steps"
+    for entry in after_resume:
+        assert entry["loss"] == pytest.approx(by_step[entry["step"]], rel=1e-5, abs=1e-6)
