@@ -61,7 +61,7 @@ def test_missing_init_from_is_a_config_error(tmp_path, no_model_loading):
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("smoke_pipeline")
-@pytest.mark.parametrize("method", ["sft", "ift", "dpo", "orpo"])
+@pytest.mark.parametrize("method", ["sft", "ift", "dpo", "orpo", "sft_dpo"])
 def test_each_method_trains_on_the_smoke_profile_and_its_loss_falls(smoke_root, method):
     from ift.train.app import run_training
     from ift.train.checkpoints import check_checkpoint_dir
@@ -74,14 +74,18 @@ def test_each_method_trains_on_the_smoke_profile_and_its_loss_falls(smoke_root, 
     losses = [entry["loss"] for entry in metrics["log_history"]]
     assert len(losses) >= 3, losses
     assert sum(losses[-2:]) / 2 < sum(losses[:2]) / 2, f"{method} loss did not fall: {losses}"
-    assert (run_dir / "config.yaml").read_text().count(f"name: {method}") >= 1
+    assert f"name: {method}" in (run_dir / "config.yaml").read_text()
     data = json.loads((run_dir / "data.json").read_text())
     assert data["rows"] > 0
     if method == "ift":
         assert all(lam == pytest.approx(0.2) for lam in metrics["lambda"])
         assert all(v is not None for v in metrics["pass1_sft_loss"] + metrics["pass2_loss"])
-    if method == "dpo":
-        assert any(m is not None for m in metrics["reward_margins"])
+    if method in ("dpo", "sft_dpo"):
+        assert metrics["method"] == "dpo" and any(m is not None for m in metrics["reward_margins"])
+    if method == "sft_dpo":  # the SFT half trained on chat answers only and is kept beside the DPO checkpoint
+        check_checkpoint_dir(run_dir / "sft_half")
+        assert json.loads((run_dir / "sft_half" / "data.json").read_text())["parts"] == ["chat"]
+        assert data["parts"] == ["pairs"]
     assert not (smoke_root / "outputs" / "work" / f"{method}-base-s0").exists()  # scratch removed on success
 
 

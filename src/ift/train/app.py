@@ -1,8 +1,8 @@
 """``python -m ift.train``: train one grid cell (method x start x seed) and write its run directory.
 
     python -m ift.train method=ift start=base seed=0            # -> outputs/runs/ift-base-s0/
-    python -m ift.train method=sft method.targets=chat start=base run_name=sftchat-base-s0
-    python -m ift.train method=dpo start=base init_from=outputs/runs/sftchat-base-s0 run_name=sft_dpo-base-s0
+    python -m ift.train method=sft_dpo start=base seed=0        # SFT on the chat data, then DPO from it
+    python -m ift.train method=dpo start=base init_from=<any SFT run>   # DPO from any checkpoint
     python -m ift.train -m method=sft,ift start=base,sft_beta seed=0,1      # Hydra multirun, same layout
 
 A run directory holds the HF checkpoint (model, tokenizer, chat template), the resolved ``config.yaml``,
@@ -73,13 +73,54 @@ def _metrics(trainer, method: str, seconds: float, resumed_from: str | None) -> 
 
 
 def run_training(cfg) -> Path:
-    """Validate, load, train, save; returns the run directory."""
-    from omegaconf import OmegaConf
-
+    """Validate, load, train, save; returns the run directory. ``method=sft_dpo`` runs its two halves."""
     from ift.train.validate import validate_train_config
 
     validate_train_config(cfg)  # before any model loads
+    run_dir = Path(cfg.paths.runs) / str(cfg.run_name)
+    work_dir = Path(cfg.paths.outputs) / "work" / str(cfg.run_name)
+    if cfg.method.name == "sft_dpo":
+        return _run_sft_dpo(cfg, run_dir, work_dir)
+    return _train_one(cfg, run_dir=run_dir, work_dir=work_dir)
 
+
+def _with_method(cfg, method: dict):
+    """A copy of ``cfg`` whose method node is replaced (the halves of sft_dpo)."""
+    from omegaconf import OmegaConf, open_dict
+
+    half = cfg.copy()
+    with open_dict(half):
+        half.method = OmegaConf.create(method)
+    return half
+
+
+def _run_sft_dpo(cfg, run_dir: Path, work_dir: Path) -> Path:
+    """SFT+DPO as two dependent training runs: SFT on the chat data, then DPO from that checkpoint (which is
+    also DPO's reference). From sft_beta the SFT half is sft_beta itself (the Zephyr recipe), so only DPO runs.
+
+    The finished SFT half is kept inside the cell's run directory as ``sft_half/``; while the cell is in progress it
+    lives in ``outputs/work/<run>/sft_half`` so that a killed DPO half does not redo the SFT half.
+    """
+    from omegaconf import OmegaConf
+
+    carry: dict[str, Path] = {}
+    init_ref = None
+    if cfg.start.name == "base":
+        sft_method = {"name": "sft", **OmegaConf.to_container(cfg.method.sft, resolve=True)}
+        sft_dir = work_dir / "sft_half"
+        if not (sft_dir / "train_metrics.json").exists():
+            _train_one(_with_method(cfg, sft_method), run_dir=sft_dir, work_dir=work_dir / "sft_half.work")
+        carry["sft_half"] = init_ref = sft_dir
+    dpo_method = {"name": "dpo", **OmegaConf.to_container(cfg.method.dpo, resolve=True)}
+    result = _train_one(_with_method(cfg, dpo_method), run_dir=run_dir, work_dir=work_dir / "dpo.work",
+                        init_ref=init_ref, carry=carry, config_to_save=cfg)
+    shutil.rmtree(work_dir, ignore_errors=True)
+    return result
+
+
+def _train_one(cfg, *, run_dir: Path, work_dir: Path, init_ref=None, carry=None, config_to_save=None) -> Path:
+    """One TRL training run from ``init_ref`` (default: init_from or the start point) into ``run_dir``."""
+    from omegaconf import OmegaConf
     from transformers import set_seed
 
     from ift.data import DataConfig, training_data
@@ -89,22 +130,21 @@ def run_training(cfg) -> Path:
     from ift.train.trainers import build_trainer
 
     method, start, seed = str(cfg.method.name), str(cfg.start.name), int(cfg.seed)
-    run_dir = Path(cfg.paths.runs) / str(cfg.run_name)
-    work_dir = Path(cfg.paths.outputs) / "work" / str(cfg.run_name)
-    init_ref = str(cfg.init_from) if cfg.get("init_from") else str(cfg.start.checkpoint)
+    if init_ref is None:
+        init_ref = str(cfg.init_from) if cfg.get("init_from") else str(cfg.start.checkpoint)
     set_seed(seed)
-    model, tokenizer = load_causal_lm(init_ref, what=f"initial checkpoint of {cfg.run_name}")
+    model, tokenizer = load_causal_lm(init_ref, what=f"initial checkpoint of {run_dir.name}")
     data = training_data(method, start, DataConfig.from_mapping(cfg.data), seed, tokenizer=tokenizer,
                          targets=cfg.method.get("targets"))
     report_to = configure_tracking(cfg.logger, group=str(cfg.logger.group),
                                    tags=[method, start, f"seed{seed}", str(cfg.profile)])
     recipe = cfg.trainer.finetune
-    common = training_kwargs(cfg.trainer, recipe, output_dir=work_dir, seed=seed, run_name=str(cfg.run_name),
+    common = training_kwargs(cfg.trainer, recipe, output_dir=work_dir, seed=seed, run_name=run_dir.name,
                              report_to=report_to)
-    resume = _resume_point(work_dir, _fingerprint(cfg))
+    resume = _resume_point(work_dir, _fingerprint(cfg) + str(init_ref))
     trainer = build_trainer(cfg.method, model=model, tokenizer=tokenizer, dataset=data.dataset,
                             common_args=common, max_length=int(recipe.max_length))
-    print(f"[train] {cfg.run_name}: {method} from {init_ref} on {len(data.dataset)} rows "
+    print(f"[train] {run_dir.name}: {method} from {init_ref} on {len(data.dataset)} rows "
           f"({data.part_sizes}){f', resuming from {resume}' if resume else ''}")
     started = time.time()
     trainer.train(resume_from_checkpoint=resume)
@@ -117,11 +157,13 @@ def run_training(cfg) -> Path:
             wandb.finish()
     with atomic_directory(run_dir) as tmp:
         write_checkpoint(trainer.model, tokenizer, tmp)  # the run dir itself is the HF checkpoint
-        write_text_atomic(tmp / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        write_text_atomic(tmp / "config.yaml", OmegaConf.to_yaml(config_to_save or cfg, resolve=True))
         write_json_atomic(tmp / "train_metrics.json", metrics)
         write_json_atomic(tmp / "data.json", data.summary())
+        for name, source in (carry or {}).items():
+            shutil.move(str(source), str(tmp / name))
     shutil.rmtree(work_dir, ignore_errors=True)
-    print(f"[train] {cfg.run_name}: {metrics['steps']} steps in {seconds:.0f}s, final loss "
+    print(f"[train] {run_dir.name}: {metrics['steps']} steps in {seconds:.0f}s, final loss "
           f"{metrics['final_loss']:.4f} -> {run_dir}")
     return run_dir
 

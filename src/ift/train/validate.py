@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ift.train.checkpoints import CheckpointError, check_checkpoint_dir, is_hub_id
 
-METHODS = ("sft", "dpo", "orpo", "ift")
+METHODS = ("sft", "dpo", "orpo", "ift", "sft_dpo")
 STARTS = ("base", "sft_beta")
 PROFILES = ("tiny", "smoke", "paper")
 
@@ -32,8 +32,7 @@ def _check_recipe(recipe) -> None:
 
 def _check_method(method) -> None:
     name = method.get("name")
-    _require(name in METHODS, f"method={name!r} is unknown; choose one of {', '.join(METHODS)} "
-                              "(sft_dpo is method=sft then method=dpo init_from=<the SFT run>)")
+    _require(name in METHODS, f"method={name!r} is unknown; choose one of {', '.join(METHODS)}")
     if name == "ift":
         try:
             ift_options(method).validate()
@@ -44,6 +43,9 @@ def _check_method(method) -> None:
     if name in ("dpo", "orpo"):
         beta = float(method.beta)
         _require(beta > 0, f"method.beta must be > 0 for {name}, got {beta}")
+    if name == "sft_dpo":
+        beta = float(method.dpo.beta)
+        _require(beta > 0, f"method.dpo.beta must be > 0 for sft_dpo, got {beta}")
 
 
 def ift_options(method):
