@@ -1,0 +1,34 @@
+"""``python -m ift.report``: the paper's tables, summary metrics, plots and index from the evaluations.
+
+    python -m ift.report                                   # the pipeline's stage (params.yaml grid, all required)
+    python -m ift.report require_complete=false paths.evals=<multirun evals dir>   # whatever exists
+    python -m ift.report update_readme=true                # also refresh README's Results section
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from ift.paths import CONF_DIR
+from ift.report.build import build_report, load_grid, log_to_wandb, update_readme
+
+
+@hydra.main(version_base=None, config_path=CONF_DIR, config_name="report")
+def main(cfg: DictConfig) -> None:
+    methods, starts, seeds = load_grid(Path(cfg.params_file))
+    result = build_report(evals_dir=Path(cfg.paths.evals), runs_dir=Path(cfg.paths.runs),
+                          out_dir=Path(cfg.paths.report), methods=methods, starts=starts, seeds=seeds,
+                          profile=str(cfg.profile), require_complete=bool(cfg.require_complete))
+    if cfg.update_readme:
+        changed = update_readme(Path(cfg.paths.readme), Path(cfg.paths.report))
+        print(f"[report] README Results section {'updated' if changed else 'already current'}")
+    log_to_wandb(result, cfg.logger, str(cfg.profile))
+    print(f"[report] {len(result['files'])} files -> {cfg.paths.report}"
+          + (f"; {len(result['missing'])} evaluations missing" if result["missing"] else ""))
+
+
+if __name__ == "__main__":
+    main()

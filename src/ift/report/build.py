@@ -1,0 +1,158 @@
+"""Build the report directory: tables (md/csv/tex), summary.json, plots, index.md; and README's Results section."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from ift.io import write_json_atomic, write_text_atomic
+from ift.report import plots
+from ift.report.tables import (
+    ALPACA_COLUMNS,
+    LEADERBOARD_COLUMNS,
+    collect,
+    table_rows,
+    to_csv,
+    to_latex,
+    to_markdown,
+)
+
+TABLE2_COLUMNS = (*LEADERBOARD_COLUMNS, ("avg", "Avg"))
+README_START = "<!-- results:start (written by `python -m ift.report update_readme=true`; do not edit) -->"
+README_END = "<!-- results:end -->"
+
+
+class IncompleteResults(RuntimeError):
+    """Expected evaluations are missing (the pipeline requires every cell)."""
+
+
+def summary_metrics(rows2: Sequence[dict], rows3: Sequence[dict]) -> dict:
+    """Flat DVC metrics: '<start>/<method>/<column>' -> mean (and '.../std' when there are several seeds)."""
+    metrics = {}
+    for rows, columns in ((rows2, TABLE2_COLUMNS), (rows3, ALPACA_COLUMNS)):
+        for row in rows:
+            for key, _ in columns:
+                if row[key] is None:
+                    continue
+                mean, std, n = row[key]
+                prefix = f"{row['start']}/{row['method'] if row['method'] != '-' else 'start'}/{key}"
+                metrics[prefix] = round(mean, 4)
+                if std is not None:
+                    metrics[f"{prefix}_std"] = round(std, 4)
+                metrics[f"{prefix}_n"] = n
+    return metrics
+
+
+def build_report(*, evals_dir: Path, runs_dir: Path, out_dir: Path, methods: Sequence[str],
+                 starts: Sequence[str], seeds: Sequence[int], profile: str, require_complete: bool) -> dict:
+    """Write every report file; returns {"rows2", "rows3", "missing", "files"}."""
+    cells, missing = collect(evals_dir, methods, starts, seeds)
+    if missing and require_complete:
+        shown = ", ".join(missing[:8]) + (f" ... ({len(missing)} in all)" if len(missing) > 8 else "")
+        raise IncompleteResults(f"missing evaluations under {evals_dir}: {shown}")
+    rows2 = table_rows(cells, methods, starts, TABLE2_COLUMNS)
+    rows3 = table_rows(cells, methods, starts, ALPACA_COLUMNS)
+    seeds_note = f"mean ± std over seeds {list(seeds)} (sample std); profile={profile}"
+    files = {}
+    for stem, rows, columns, caption in (
+        ("table2", rows2, TABLE2_COLUMNS, f"Open LLM Leaderboard analogs (%), {seeds_note}."),
+        ("table3", rows3, ALPACA_COLUMNS, f"AlpacaEval analog: win rate vs the reference (%), {seeds_note}."),
+    ):
+        files[f"{stem}.md"] = write_text_atomic(out_dir / f"{stem}.md", f"{caption}\n\n" + to_markdown(rows, columns))
+        files[f"{stem}.csv"] = write_text_atomic(out_dir / f"{stem}.csv", to_csv(rows, columns))
+        files[f"{stem}.tex"] = write_text_atomic(out_dir / f"{stem}.tex", to_latex(rows, columns, caption))
+    files["summary.json"] = write_json_atomic(out_dir / "summary.json", summary_metrics(rows2, rows3))
+    plot_dir = out_dir / "plots"
+    files["task_bars.png"] = plots.task_bars(rows2, plot_dir / "task_bars.png")
+    files["training_curves.png"] = plots.training_curves(runs_dir, plot_dir / "training_curves.png")
+    files["ift_dynamics.png"] = plots.ift_dynamics(runs_dir, plot_dir / "ift_dynamics.png")
+    files["index.md"] = write_text_atomic(out_dir / "index.md", index_markdown(out_dir, missing))
+    return {"rows2": rows2, "rows3": rows3, "missing": missing, "files": files}
+
+
+def index_markdown(out_dir: Path, missing: Sequence[str]) -> str:
+    """index.md linking every report file that exists (Frozen Lake's come from its own stage)."""
+    entries = [
+        ("Table 2: leaderboard tasks", ["table2.md", "table2.csv", "table2.tex"]),
+        ("Table 3: AlpacaEval", ["table3.md", "table3.csv", "table3.tex"]),
+        ("Frozen Lake", ["frozen_lake.md", "frozen_lake.csv", "frozen_lake.json"]),
+        ("DVC metrics", ["summary.json"]),
+        ("Plots", ["plots/task_bars.png", "plots/training_curves.png", "plots/ift_dynamics.png",
+                   "plots/frozen_lake_policies.png", "plots/frozen_lake_mse.png"]),
+    ]
+    lines = ["# Report", ""]
+    for title, names in entries:
+        links = [f"[{name}]({name})" for name in names if (out_dir / name).exists()]
+        if links:
+            lines.append(f"- {title}: " + ", ".join(links))
+    if (out_dir / "table2.md").exists():
+        lines += ["", (out_dir / "table2.md").read_text().strip()]
+    if (out_dir / "table3.md").exists():
+        lines += ["", (out_dir / "table3.md").read_text().strip()]
+    if missing:
+        lines += ["", f"Missing evaluations ({len(missing)}): " + ", ".join(missing)]
+    return "\n".join(lines) + "\n"
+
+
+def readme_section(report_dir: Path) -> str:
+    """The README Results block rendered from the report's tables."""
+    parts = [README_START, ""]
+    for name in ("table2.md", "table3.md", "frozen_lake.md"):
+        path = report_dir / name
+        if path.exists():
+            parts += [path.read_text().strip(), ""]
+    parts.append(README_END)
+    return "\n".join(parts)
+
+
+def update_readme(readme: Path, report_dir: Path) -> bool:
+    """Replace README's Results block with the report's tables; returns True when it changed."""
+    text = readme.read_text()
+    if README_START not in text or README_END not in text:
+        raise ValueError(f"{readme} has no Results markers ({README_START!r} ... {README_END!r})")
+    before, rest = text.split(README_START, 1)
+    _, after = rest.split(README_END, 1)
+    new = before + readme_section(report_dir) + after
+    if new != text:
+        write_text_atomic(readme, new)
+    return new != text
+
+
+def readme_block(readme: Path) -> str:
+    """The Results block currently in README (markers included)."""
+    text = readme.read_text()
+    start = text.index(README_START)
+    return text[start : text.index(README_END) + len(README_END)]
+
+
+def load_grid(params_file: Path) -> tuple[list[str], list[str], list[int]]:
+    """methods, starts, seeds from the pipeline's params.yaml."""
+    import yaml
+
+    params = yaml.safe_load(params_file.read_text())
+    try:
+        return list(params["methods"]), list(params["starts"]), [int(s) for s in params["seeds"]]
+    except KeyError as err:
+        raise ValueError(f"{params_file} lacks {err}; it needs methods, starts and seeds") from err
+
+
+def log_to_wandb(result: dict, logger_cfg, profile: str) -> None:
+    """One W&B summary run with Table 2/3 as wandb.Table and the plots as images (offline by default)."""
+    from ift.tracking import configure_tracking
+
+    if configure_tracking(logger_cfg, group=str(logger_cfg.group), tags=["report", profile]) != "wandb":
+        return
+    import wandb
+
+    run = wandb.init(job_type="report", name=f"report-{profile}", config={"profile": profile})
+    for stem, rows, columns in (("table2", result["rows2"], TABLE2_COLUMNS), ("table3", result["rows3"], ALPACA_COLUMNS)):
+        header = ["start", "method", *(f"{key}_mean" for key, _ in columns), *(f"{key}_std" for key, _ in columns)]
+        data = [[row["start"], row["method"], *((row[k][0] if row[k] else None) for k, _ in columns),
+                 *((row[k][1] if row[k] else None) for k, _ in columns)] for row in rows]
+        run.log({stem: wandb.Table(columns=header, data=data)})
+    for name, path in result["files"].items():
+        if name.endswith(".png"):
+            run.log({name: wandb.Image(str(path))})
+    run.summary.update(json.loads((Path(result["files"]["summary.json"])).read_text()))
+    run.finish()

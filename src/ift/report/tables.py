@@ -1,0 +1,158 @@
+"""The paper's Table 2 (leaderboard tasks) and Table 3 (AlpacaEval) from evaluation results, mean ± std over seeds.
+
+Inputs are the evaluation directories written by ``python -m ift.evaluate``: ``<evals>/<name>/leaderboard.json``
+and ``<evals>/<name>/alpaca.json``, where ``name`` is a start point (``base``, ``sft_beta``) or a trained cell
+(``<method>-<start>-s<seed>``). Everything here is pure (dicts in, rows and strings out) so it is testable.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Table 2's columns, in the paper's order: (key in leaderboard.json, column title).
+LEADERBOARD_COLUMNS = (
+    ("arc", "ARC"),
+    ("arc_gen", "ARC-Gen"),
+    ("mmlu", "MMLU"),
+    ("truthfulqa_mc2", "TruthfulQA"),
+    ("winogrande", "WinoGrande"),
+    ("gsm8k", "GSM8K"),
+)
+AVG_TASKS = ("arc", "mmlu", "truthfulqa_mc2", "winogrande", "gsm8k")  # the paper's Avg leaves ARC-Gen out
+ALPACA_COLUMNS = (("win_rate", "Win rate"), ("lc_win_rate_minimal", "LC win rate (minimal GLM)"))
+METHOD_TITLES = {"sft": "+ SFT", "sft_dpo": "+ SFT + DPO", "orpo": "+ ORPO", "ift": "+ IFT"}
+START_TITLES = {"base": "base (Mistral-7B analog)", "sft_beta": "sft_beta (Mistral-7B-sft-beta analog)"}
+CELL_NAME = re.compile(r"^(?P<method>[a-z_]+)-(?P<start>base|sft_beta)-s(?P<seed>\d+)$")
+
+
+@dataclass
+class Cell:
+    """One table row's values over seeds: column -> list of per-seed numbers."""
+
+    start: str
+    method: str | None  # None: the start point itself
+    values: dict[str, list[float]] = field(default_factory=dict)
+
+    def add(self, column: str, value: float | None) -> None:
+        if value is not None and not (isinstance(value, float) and math.isnan(value)):
+            self.values.setdefault(column, []).append(float(value))
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (ddof=1); std is None for a single value."""
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, None
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def parse_name(name: str) -> tuple[str, str | None, int | None]:
+    """(start, method, seed) of an evaluation directory name; start points have method/seed None."""
+    if name in START_TITLES:
+        return name, None, None
+    match = CELL_NAME.match(name)
+    if not match:
+        raise ValueError(f"evaluation directory {name!r} is neither a start point nor <method>-<start>-s<seed>")
+    return match["start"], match["method"], int(match["seed"])
+
+
+def leaderboard_row_values(result: Mapping) -> dict[str, float]:
+    """Headline metric per Table 2 column from one leaderboard.json, as percentages, plus the paper's Avg."""
+    tasks = result["tasks"]
+    values = {key: 100.0 * float(tasks[key]["value"]) for key, _ in LEADERBOARD_COLUMNS if key in tasks}
+    if all(key in values for key in AVG_TASKS):
+        values["avg"] = sum(values[key] for key in AVG_TASKS) / len(AVG_TASKS)
+    return values
+
+
+def collect(evals_dir: Path, methods: Iterable[str], starts: Iterable[str], seeds: Iterable[int]):
+    """Read every expected evaluation; returns (cells keyed by (start, method)), missing names)."""
+    methods, starts, seeds = list(methods), list(starts), list(seeds)
+    cells: dict[tuple[str, str | None], Cell] = {}
+    missing: list[str] = []
+    names = [(start, None, None) for start in starts]
+    names += [(start, method, seed) for start in starts for method in methods for seed in seeds]
+    for start, method, seed in names:
+        name = start if method is None else f"{method}-{start}-s{seed}"
+        cell = cells.setdefault((start, method), Cell(start=start, method=method))
+        for filename, reader in (("leaderboard.json", leaderboard_row_values), ("alpaca.json", _alpaca_values)):
+            path = evals_dir / name / filename
+            if not path.exists():
+                missing.append(f"{name}/{filename}")
+                continue
+            for column, value in reader(json.loads(path.read_text())).items():
+                cell.add(column, value)
+    return cells, missing
+
+
+def _alpaca_values(result: Mapping) -> dict[str, float | None]:
+    return {key: result.get(key) for key, _ in ALPACA_COLUMNS}
+
+
+def table_rows(cells, methods, starts, columns: Sequence[tuple[str, str]]) -> list[dict]:
+    """Rows in the paper's layout: each start point, then each method under it; cells as (mean, std, n)."""
+    rows = []
+    for start in starts:
+        for method in [None, *methods]:
+            cell = cells.get((start, method))
+            row = {"start": start, "method": method or "-",
+                   "row": START_TITLES.get(start, start) if method is None else METHOD_TITLES.get(method, method)}
+            for key, _ in columns:
+                values = cell.values.get(key, []) if cell else []
+                row[key] = (*mean_std(values), len(values)) if values else None
+            rows.append(row)
+    return rows
+
+
+def _fmt(entry) -> str:
+    if entry is None:
+        return "–"
+    mean, std, _ = entry
+    return f"{mean:.1f}" if std is None else f"{mean:.1f} ± {std:.1f}"
+
+
+def to_markdown(rows: Sequence[dict], columns: Sequence[tuple[str, str]], title_column: str = "Model") -> str:
+    header = [title_column, *(title for _, title in columns)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        label = f"**{row['row']}**" if row["method"] == "-" else row["row"]
+        lines.append("| " + " | ".join([label, *(_fmt(row[key]) for key, _ in columns)]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(rows: Sequence[dict], columns: Sequence[tuple[str, str]]) -> str:
+    header = ["start", "method"] + [f"{key}_{stat}" for key, _ in columns for stat in ("mean", "std", "n")]
+    lines = [",".join(header)]
+    for row in rows:
+        fields = [row["start"], row["method"]]
+        for key, _ in columns:
+            entry = row[key]
+            if entry is None:
+                fields += ["", "", "0"]
+            else:
+                mean, std, n = entry
+                fields += [f"{mean:.4f}", "" if std is None else f"{std:.4f}", str(n)]
+        lines.append(",".join(fields))
+    return "\n".join(lines) + "\n"
+
+
+def to_latex(rows: Sequence[dict], columns: Sequence[tuple[str, str]], caption: str) -> str:
+    def cell(entry) -> str:
+        if entry is None:
+            return "--"
+        mean, std, _ = entry
+        return f"{mean:.1f}" if std is None else f"{mean:.1f}$\\pm${std:.1f}"
+
+    spec = "l" + "c" * len(columns)
+    lines = [r"\begin{table}[t]", r"\centering", f"\\begin{{tabular}}{{{spec}}}", r"\toprule",
+             " & ".join(["Model", *(title for _, title in columns)]) + r" \\", r"\midrule"]
+    for row in rows:
+        label = row["row"].replace("_", r"\_").replace("+", r"$+$")
+        lines.append(" & ".join([label, *(cell(row[key]) for key, _ in columns)]) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", f"\\caption{{{caption}}}", r"\end{table}"]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,121 @@
+"""The report: Table 2 / Table 3 numbers against hand computation, layout, missing cells, README sync."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from ift.report.build import (
+    IncompleteResults,
+    build_report,
+    readme_block,
+    readme_section,
+    update_readme,
+)
+from ift.report.tables import mean_std, parse_name
+
+TASKS = ("arc", "arc_gen", "mmlu", "truthfulqa_mc2", "winogrande", "gsm8k")
+
+
+def _write_eval(evals: Path, name: str, scores: dict[str, float], win_rate: float, lc: float | None = None):
+    directory = evals / name
+    directory.mkdir(parents=True)
+    tasks = {task: {"metric": "acc", "value": value, "stderr": None, "n": 10, "num_fewshot": 0}
+             for task, value in scores.items()}
+    (directory / "leaderboard.json").write_text(json.dumps({"suite": "toy", "tasks": tasks}))
+    (directory / "alpaca.json").write_text(json.dumps({"win_rate": win_rate, "lc_win_rate_minimal": lc}))
+
+
+def _grid(tmp_path, seeds=(0, 1)):
+    evals = tmp_path / "evals"
+    for start in ("base", "sft_beta"):
+        _write_eval(evals, start, {t: 0.25 for t in TASKS}, 10.0)
+        for method in ("sft", "ift"):
+            for seed in seeds:
+                bump = 0.1 * seed + (0.05 if method == "ift" else 0.0)
+                _write_eval(evals, f"{method}-{start}-s{seed}", {t: 0.3 + bump for t in TASKS}, 40.0 + 10 * seed)
+    return evals
+
+
+def test_mean_std_is_the_sample_std():
+    mean, std = mean_std([1.0, 2.0, 4.0])
+    assert mean == pytest.approx(7 / 3)
+    assert std == pytest.approx(math.sqrt(((1 - 7 / 3) ** 2 + (2 - 7 / 3) ** 2 + (4 - 7 / 3) ** 2) / 2))
+    assert mean_std([3.0]) == (3.0, None)
+
+
+def test_table2_values_layout_and_avg_against_hand_computation(tmp_path):
+    evals = _grid(tmp_path)
+    out = tmp_path / "report"
+    result = build_report(evals_dir=evals, runs_dir=tmp_path / "runs", out_dir=out, methods=["sft", "ift"],
+                          starts=["base", "sft_beta"], seeds=[0, 1], profile="smoke", require_complete=True)
+    rows = result["rows2"]
+    assert [(r["start"], r["method"]) for r in rows] == [
+        ("base", "-"), ("base", "sft"), ("base", "ift"), ("sft_beta", "-"), ("sft_beta", "sft"), ("sft_beta", "ift")]
+    ift_base = rows[2]
+    # seeds give 35% and 45% on every task: mean 40, sample std sqrt(50) = 7.07
+    assert ift_base["gsm8k"][0] == pytest.approx(40.0) and ift_base["gsm8k"][1] == pytest.approx(math.sqrt(50))
+    assert ift_base["avg"][0] == pytest.approx(40.0)  # Avg over the five non-ARC-Gen tasks
+    assert rows[0]["arc"] == (pytest.approx(25.0), None, 1)  # a start point: one evaluation, no std
+    table = (out / "table2.md").read_text()
+    assert "| + IFT | 40.0 ± 7.1 |" in table
+    assert (out / "table3.csv").read_text().splitlines()[2].startswith("base,sft,45.0000,7.0711,2")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["base/ift/avg"] == pytest.approx(40.0) and summary["base/ift/avg_n"] == 2
+    for name in ("table2.tex", "table3.md", "index.md", "plots/task_bars.png", "plots/training_curves.png"):
+        assert (out / name).exists(), name
+
+
+def test_avg_leaves_arc_gen_out(tmp_path):
+    evals = tmp_path / "evals"
+    scores = {"arc": 0.1, "arc_gen": 0.9, "mmlu": 0.2, "truthfulqa_mc2": 0.3, "winogrande": 0.4, "gsm8k": 0.5}
+    _write_eval(evals, "base", scores, 0.0)
+    result = build_report(evals_dir=evals, runs_dir=tmp_path / "runs", out_dir=tmp_path / "r", methods=[],
+                          starts=["base"], seeds=[0], profile="smoke", require_complete=True)
+    assert result["rows2"][0]["avg"][0] == pytest.approx(30.0)
+
+
+def test_missing_cells_fail_the_pipeline_but_not_an_exploration(tmp_path):
+    evals = _grid(tmp_path, seeds=(0,))
+    kwargs = dict(evals_dir=evals, runs_dir=tmp_path / "runs", out_dir=tmp_path / "r", methods=["sft", "ift"],
+                  starts=["base", "sft_beta"], seeds=[0, 1], profile="smoke")
+    with pytest.raises(IncompleteResults, match="sft-base-s1/leaderboard.json"):
+        build_report(**kwargs, require_complete=True)
+    assert not (tmp_path / "r" / "table2.md").exists()  # nothing half-written
+    result = build_report(**kwargs, require_complete=False)
+    assert result["rows2"][1]["arc"][2] == 1  # only seed 0 tabulated
+    assert "Missing evaluations" in (tmp_path / "r" / "index.md").read_text()
+
+
+def test_parse_name_rejects_unknown_directories():
+    assert parse_name("ift-sft_beta-s2") == ("sft_beta", "ift", 2)
+    assert parse_name("base") == ("base", None, None)
+    with pytest.raises(ValueError, match="junk"):
+        parse_name("junk")
+
+
+def test_update_readme_replaces_only_the_results_block(tmp_path):
+    report = tmp_path / "report"
+    report.mkdir()
+    (report / "table2.md").write_text("T2\n")
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n" + readme_section(tmp_path / "empty") + "\noutro\n")
+    assert update_readme(readme, report) is True
+    assert readme.read_text().startswith("intro\n") and readme.read_text().endswith("\noutro\n")
+    assert "T2" in readme_block(readme)
+    assert update_readme(readme, report) is False  # idempotent
+
+
+def test_committed_readme_matches_the_committed_report():
+    """README's Results section must be exactly what the report renders (when a report is committed)."""
+    from conftest import REPO_ROOT
+
+    report = REPO_ROOT / "outputs" / "report"
+    block = readme_block(REPO_ROOT / "README.md")
+    if not (report / "table2.md").exists():
+        assert "not generated yet" in block
+        return
+    assert block == readme_section(report)
