@@ -1,0 +1,49 @@
+"""W&B tracking: a training run writes one offline W&B run (project, group, tags) and never waits on the network."""
+
+from __future__ import annotations
+
+import glob
+import os
+
+import pytest
+
+from ift.tracking import configure_tracking
+from tiny_lm import qa_rows, tiny_model, tiny_tokenizer
+
+
+@pytest.fixture
+def restore_wandb_env():
+    saved = {k: v for k, v in os.environ.items() if k.startswith("WANDB_")}
+    yield
+    for key in [k for k in os.environ if k.startswith("WANDB_")]:
+        del os.environ[key]
+    os.environ.update(saved)
+
+
+def test_training_run_writes_an_offline_wandb_run_with_group_and_tags(tmp_path, restore_wandb_env):
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    logger = {"report_to": "wandb", "mode": "offline", "project": "ift-test", "dir": str(tmp_path / "wb")}
+    report_to = configure_tracking(logger, group="exp-42", tags=["sft", "base", "seed0"])
+    assert report_to == "wandb" and os.environ["WANDB_MODE"] == "offline"
+    tok = tiny_tokenizer()
+    args = SFTConfig(output_dir=str(tmp_path / "out"), max_steps=2, per_device_train_batch_size=2, use_cpu=True,
+                     bf16=False, activation_checkpointing=False, report_to=report_to, run_name="sft-base-s0",
+                     logging_steps=1, save_strategy="no", max_length=64)
+    SFTTrainer(model=tiny_model(tok), args=args, train_dataset=Dataset.from_list(qa_rows(4)),
+               processing_class=tok).train()
+    import wandb
+
+    wandb.finish()
+    wandb.teardown()  # stop the W&B service so the offline record is flushed to disk
+    runs = glob.glob(str(tmp_path / "wb" / "wandb" / "offline-run-*" / "run-*.wandb"))
+    assert len(runs) == 1
+    record = open(runs[0], "rb").read()
+    for expected in (b"ift-test", b"exp-42", b"seed0", b"sft-base-s0"):
+        assert expected in record, expected
+
+
+def test_logger_none_disables_wandb(restore_wandb_env):
+    assert configure_tracking({"report_to": "none"}, group="g") == "none"
+    assert os.environ["WANDB_MODE"] == "disabled"
