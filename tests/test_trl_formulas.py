@@ -122,3 +122,28 @@ def test_our_orpo_trainer_loss_equals_the_orpo_formula(saved_tiny, tmp_path):
                                                 average=True)
     expected, _ = losses.orpo_loss(means["chosen"], means["rejected"], beta=0.25)
     torch.testing.assert_close(loss, expected.mean(), rtol=1e-5, atol=1e-6)
+
+
+def test_dpo_with_precomputed_reference_log_probs_gives_the_same_losses(saved_tiny, tmp_path):
+    """method.precompute_ref_log_probs=true: one reference pass up front, same numbers, no reference in memory."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+
+    from ift.train.trainers import build_trainer
+
+    directory, tok = saved_tiny
+    losses_by_mode = {}
+    for precompute in (False, True):
+        common = dict(output_dir=str(tmp_path / str(precompute)), per_device_train_batch_size=4, max_steps=3,
+                      learning_rate=0.5, optim="sgd", lr_scheduler_type="constant", use_cpu=True, bf16=False,
+                      report_to="none", activation_checkpointing=False, logging_steps=1, save_strategy="no",
+                      seed=0, data_seed=0)
+        trainer = build_trainer({"name": "dpo", "beta": 0.1, "precompute_ref_log_probs": precompute},
+                                model=AutoModelForCausalLM.from_pretrained(directory), tokenizer=tok,
+                                dataset=Dataset.from_list(pref_rows(12, seed=6)), common_args=common, max_length=64)
+        assert (trainer.ref_model is None) == precompute
+        trainer.train()
+        losses_by_mode[precompute] = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    assert len(losses_by_mode[True]) == 3
+    torch.testing.assert_close(torch.tensor(losses_by_mode[True]), torch.tensor(losses_by_mode[False]),
+                               rtol=1e-5, atol=1e-6)
