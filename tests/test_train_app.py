@@ -37,6 +37,7 @@ def no_model_loading(monkeypatch):
         (["trainer.finetune.learning_rate=0"], "learning_rate"),
         (["trainer.finetune.per_device_train_batch_size=0"], "per_device_train_batch_size"),
         (["run_name=a/b"], "run_name"),
+        (["trainer.finetune.save_steps=15"], "save_steps"),
     ],
 )
 def test_bad_config_fails_naming_the_key_before_any_model_loads(tmp_path, no_model_loading, overrides, key):

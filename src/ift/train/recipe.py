@@ -63,6 +63,7 @@ def training_kwargs(
         use_cpu=device == "cpu",
         activation_checkpointing=bool(trainer_cfg.get("activation_checkpointing", False)),
         logging_steps=int(trainer_cfg.get("logging_steps", 10)),
+        logging_nan_inf_filter=False,  # a NaN must surface (ift.train.guards), not be averaged away
         logging_first_step=True,
         dataloader_num_workers=int(trainer_cfg.get("dataloader_num_workers", 0)),
         report_to=report_to,

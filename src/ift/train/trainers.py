@@ -11,8 +11,10 @@ from collections.abc import Mapping
 
 def build_trainer(method: Mapping, *, model, tokenizer, dataset, common_args: dict, max_length: int, callbacks=()):
     """The TRL trainer for ``method`` (a conf/method/*.yaml node) over ``dataset`` (TRL conversational format)."""
+    from ift.train.guards import FiniteLossGuard
+
     name = method["name"]
-    callbacks = list(callbacks)
+    callbacks = [FiniteLossGuard(), *callbacks]
     if name in ("sft", "ift"):
         from trl import SFTConfig, SFTTrainer
 

@@ -18,7 +18,7 @@ def _require(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-def _check_recipe(recipe) -> None:
+def _check_recipe(recipe, logging_steps: int) -> None:
     for key in ("per_device_train_batch_size", "gradient_accumulation_steps", "max_length"):
         if recipe.get(key) is not None:
             _require(int(recipe[key]) >= 1, f"trainer.finetune.{key} must be >= 1, got {recipe[key]}")
@@ -26,6 +26,10 @@ def _check_recipe(recipe) -> None:
     epochs, steps = recipe.get("num_train_epochs"), recipe.get("max_steps")
     _require((epochs is not None and float(epochs) > 0) or (steps is not None and int(steps) > 0),
              "trainer.finetune needs num_train_epochs > 0 or max_steps > 0")
+    save_steps = recipe.get("save_steps")
+    _require(save_steps is None or (int(save_steps) >= 1 and int(save_steps) % logging_steps == 0),
+             f"trainer.finetune.save_steps ({save_steps}) must be a multiple of trainer.logging_steps "
+             f"({logging_steps}): losses are checked for NaN when logged, before a checkpoint is saved")
     warmup = recipe.get("warmup_ratio")
     _require(warmup is None or 0 <= float(warmup) < 1, f"trainer.finetune.warmup_ratio must be in [0, 1), got {warmup}")
 
@@ -75,7 +79,7 @@ def validate_train_config(cfg) -> None:
     start = cfg.start.get("name")
     _require(start in STARTS, f"start={start!r} is unknown; choose one of {', '.join(STARTS)}")
     _require(int(cfg.seed) >= 0, f"seed must be >= 0, got {cfg.seed}")
-    _check_recipe(cfg.trainer.finetune)
+    _check_recipe(cfg.trainer.finetune, int(cfg.trainer.get("logging_steps", 10)))
     run_name = str(cfg.run_name)
     _require(run_name and "/" not in run_name and run_name not in (".", ".."),
              f"run_name={run_name!r} must be a plain directory name")
