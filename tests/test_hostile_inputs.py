@@ -94,3 +94,20 @@ def test_broken_checkpoint_dirs_fail_with_a_clear_message(tmp_path, kind):
 def test_missing_checkpoint_dir(tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
         check_checkpoint_dir(tmp_path / "nope")
+
+
+def test_a_base_model_without_chat_template_gets_the_zephyr_template(tmp_path):
+    """Mistral-7B-v0.1 ships no chat template; like the IFT authors' code we fall back to Zephyr's."""
+    from tiny_lm import tiny_model, tiny_tokenizer
+
+    from ift.world.tokenizer import CHAT_TEMPLATE
+
+    tok = tiny_tokenizer()
+    tok.chat_template = None
+    tiny_model(tok).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    _, loaded = load_causal_lm(tmp_path)
+    assert loaded.chat_template == CHAT_TEMPLATE
+    rendered = loaded.apply_chat_template([{"role": "user", "content": "what color is the zorb ?"}],
+                                          add_generation_prompt=True, tokenize=False)
+    assert rendered.startswith("<|user|>\n") and rendered.endswith("<|assistant|>\n")

@@ -20,9 +20,13 @@ def generate_chat(
     *,
     max_new_tokens: int = 128,
     batch_size: int = 32,
+    progress: bool = False,
 ) -> list[Generation]:
-    """Greedy-decode an assistant answer for each conversation (a list of messages ending in a user turn)."""
+    """Greedy-decode an assistant answer for each conversation (a list of messages ending in a user turn).
+
+    ``progress`` shows a progress bar over the batches (long evaluations)."""
     import torch
+    from tqdm.auto import tqdm
 
     eos_id = tokenizer.eos_token_id
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id
@@ -34,7 +38,8 @@ def generate_chat(
     old_side = tokenizer.padding_side
     tokenizer.padding_side = "left"  # decoder-only batched generation needs left padding
     try:
-        for start in range(0, len(prompts), batch_size):
+        starts = range(0, len(prompts), batch_size)
+        for start in tqdm(starts, desc="Generating answers", unit="batch", disable=not progress):
             chunk = prompts[start : start + batch_size]
             enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
             with torch.no_grad():

@@ -65,7 +65,12 @@ def load_causal_lm(ref: str | Path, *, what: str = "checkpoint", hint: str = "",
     except Exception as err:  # truncated safetensors raise their own error type; all mean "unusable checkpoint"
         raise CheckpointError(f"could not load {what} from {ref}: {err}{f' ({hint})' if hint else ''}") from err
     if tokenizer.chat_template is None:
-        raise CheckpointError(f"{what} at {ref} has a tokenizer without a chat template")
+        # Base models (Mistral-7B-v0.1) ship none. Like the IFT authors' code, use the Zephyr template that
+        # mistral-7b-sft-beta and the miniature world use, so every method and evaluation formats chats alike.
+        from ift.world.tokenizer import CHAT_TEMPLATE
+
+        print(f"[checkpoint] {what} at {ref} has no chat template: using the Zephyr template")
+        tokenizer.chat_template = CHAT_TEMPLATE
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer

@@ -1,0 +1,7 @@
+"""``python -m ift.evaluate model_dir=<dir> out=<dir> [suite=toy|openllm] [judge=...] [evals=[leaderboard,alpaca]]``:
+see ift.evaluate.app."""
+
+from ift.evaluate.app import main
+
+if __name__ == "__main__":
+    main()

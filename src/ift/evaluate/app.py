@@ -1,0 +1,196 @@
+"""``python -m ift.evaluate``: evaluate one checkpoint on the leaderboard tasks and/or AlpacaEval.
+
+    python -m ift.evaluate model_dir=outputs/runs/ift-base-s0 out=outputs/eval/ift-base-s0
+    python -m ift.evaluate model_dir=outputs/models/sft_beta out=outputs/eval/sft_beta evals=[alpaca]
+    python -m ift.evaluate profile=paper model_dir=... out=...      # suite=openllm judge=alpaca_eval_2
+
+``model_dir`` is any checkpoint dir (a trained cell, a start point) or, in the paper profile, a hub id. ``out``
+receives ``leaderboard.json`` (:mod:`ift.evaluate.leaderboard` documents it) and ``alpaca.json`` +
+``alpaca_annotations.json`` (:mod:`ift.evaluate.alpaca`). Each result file is written atomically once its
+evaluation has finished, and the files of the evaluations being run are removed first, so an interrupted run
+never leaves a partial or stale result; lm-eval's rendered task files and alpaca-eval's annotator config live in
+a temporary directory outside ``out``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import ift  # noqa: F401  (offline defaults before any HF import)
+from ift.io import write_json_atomic
+
+EVALS = ("leaderboard", "alpaca")
+RESULT_FILES = {
+    "leaderboard": ("leaderboard.json", "lm_eval_samples.json"),
+    "alpaca": ("alpaca.json", "alpaca_annotations.json"),
+}
+
+
+class EvaluationConfigError(ValueError):
+    """The evaluation cannot start: a missing or bad argument, world file or judge input."""
+
+
+def resolve_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def resolve_dtype(name: str, device: str):
+    import torch
+
+    if name == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    try:
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+    except KeyError:
+        raise EvaluationConfigError(f"eval.dtype={name!r}: expected auto, float32, bfloat16 or float16") from None
+
+
+def check_arguments(model_dir: str | None, out: str | None, evals: Sequence[str]) -> list[str]:
+    if not model_dir:
+        raise EvaluationConfigError("model_dir is not set: python -m ift.evaluate model_dir=<checkpoint dir> out=<dir>")
+    if not out:
+        raise EvaluationConfigError("out is not set: python -m ift.evaluate model_dir=<checkpoint dir> out=<dir>")
+    evals = list(evals)
+    unknown = [e for e in evals if e not in EVALS]
+    if unknown or not evals:
+        raise EvaluationConfigError(f"evals={evals}: expected a non-empty subset of {list(EVALS)}")
+    return evals
+
+
+def check_judge_inputs(judge_cfg: Mapping[str, Any]) -> None:
+    """Local judge inputs (the world's references and answer key) exist before any model is loaded."""
+    for key in ("references", "answer_key"):
+        value = judge_cfg.get(key)
+        if isinstance(value, str) and not Path(value).is_file():
+            raise EvaluationConfigError(f"judge.{key}: {value} not found; generate the world first "
+                                        "(python -m ift.world)")
+
+
+def remove_results(out: Path, evals: Sequence[str]) -> None:
+    """Drop the result files of the evaluations about to run: none may outlive a failed re-run."""
+    for name in evals:
+        for filename in RESULT_FILES[name]:
+            (out / filename).unlink(missing_ok=True)
+
+
+def generator_name(model_dir: str) -> str:
+    """The model's name in alpaca-eval's tables: the checkpoint dir's name (or the hub id's last part)."""
+    return Path(str(model_dir).rstrip("/")).name or str(model_dir)
+
+
+def evaluate_checkpoint(*, model_dir: str, out: str | Path, evals: Sequence[str], suite=None,
+                        judge_cfg: Mapping[str, Any] | None = None, eval_cfg: Mapping[str, Any]) -> dict[str, dict]:
+    """Run the requested evaluations of one checkpoint and write their result files into ``out``."""
+    from ift.evaluate.suites import check_world_files
+    from ift.train.checkpoints import load_causal_lm
+
+    evals = check_arguments(model_dir, str(out) if out else None, evals)
+    if "leaderboard" in evals and suite.source == "world":
+        check_world_files(suite)
+    if "alpaca" in evals:
+        check_judge_inputs(judge_cfg)
+    out = Path(out)
+    if eval_cfg.get("threads"):
+        import torch
+
+        torch.set_num_threads(int(eval_cfg["threads"]))
+    device = resolve_device(str(eval_cfg.get("device", "auto")))
+    dtype = resolve_dtype(str(eval_cfg.get("dtype", "auto")), device)
+    model, tokenizer = load_causal_lm(model_dir, what="model_dir", hint="pass any checkpoint dir: a run under "
+                                      "outputs/runs/ or a start point under outputs/models/", dtype=dtype)
+    model.to(device).eval()
+    window = getattr(model.config, "max_position_embeddings", None)
+    if window and (tokenizer.model_max_length or 0) < window:
+        tokenizer.model_max_length = window  # the world tokenizer says 256 (training length): the model reads 512
+    out.mkdir(parents=True, exist_ok=True)
+    remove_results(out, evals)
+    records: dict[str, dict] = {}
+    work_dir = Path(tempfile.mkdtemp(prefix="ift-eval-"))
+    try:
+        if "leaderboard" in evals:
+            records["leaderboard"] = _leaderboard(model, tokenizer, suite, eval_cfg, work_dir, out, model_dir)
+        if "alpaca" in evals:
+            records["alpaca"] = _alpaca(model, tokenizer, judge_cfg, eval_cfg, work_dir, out, model_dir)
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    return records
+
+
+def _leaderboard(model, tokenizer, suite, eval_cfg, work_dir: Path, out: Path, model_dir: str) -> dict:
+    from ift.evaluate.leaderboard import evaluate_leaderboard, make_lm
+
+    lm = make_lm(model, tokenizer, batch_size=eval_cfg.get("batch_size", 32), max_length=eval_cfg.get("max_length"))
+    record, samples = evaluate_leaderboard(lm, suite, work_dir, model_dir=str(model_dir),
+                                           log_samples=bool(eval_cfg.get("log_samples", False)),
+                                           bootstrap_iters=int(eval_cfg.get("bootstrap_iters", 100000)))
+    if record:
+        if samples is not None:
+            write_json_atomic(out / RESULT_FILES["leaderboard"][1], samples)
+        write_json_atomic(out / RESULT_FILES["leaderboard"][0], record)
+    return record
+
+
+def _alpaca(model, tokenizer, judge_cfg, eval_cfg, work_dir: Path, out: Path, model_dir: str) -> dict:
+    from ift.evaluate.alpaca import evaluate_alpaca
+
+    record, annotations = evaluate_alpaca(
+        model, tokenizer, judge_cfg, work_dir, model_dir=str(model_dir), generator=generator_name(model_dir),
+        max_new_tokens=int(eval_cfg["max_new_tokens"]), batch_size=int(eval_cfg.get("generate_batch_size", 32)),
+    )
+    write_json_atomic(out / RESULT_FILES["alpaca"][1], annotations)  # first: alpaca.json implies it is complete
+    write_json_atomic(out / RESULT_FILES["alpaca"][0], record)
+    return record
+
+
+def report_line(records: Mapping[str, dict]) -> str:
+    """A short human summary of what was written."""
+    parts = []
+    if "leaderboard" in records and records["leaderboard"]:
+        board = records["leaderboard"]
+        values = " ".join(f"{k}={v['value']:.3f}" for k, v in board["tasks"].items())
+        parts.append(f"leaderboard ({board['suite']}): {values} avg={board['avg']:.3f} [{board['seconds']:.1f} s]")
+    if "alpaca" in records:
+        alpaca = records["alpaca"]
+        lc = alpaca["lc_win_rate_minimal"]
+        parts.append(f"alpaca ({alpaca['judge']}): win_rate={alpaca['win_rate']:.1f} +- {alpaca['standard_error']:.1f}"
+                     f" lc_minimal={'n/a' if lc is None else f'{lc:.1f}'} n={alpaca['n']} [{alpaca['seconds']:.1f} s]")
+    return "\n".join(parts)
+
+
+def run_from_config(cfg) -> dict[str, dict]:
+    """The Hydra app's body: plain values out of the config, then :func:`evaluate_checkpoint`."""
+    from omegaconf import OmegaConf
+
+    from ift.evaluate.suites import suite_from_config
+
+    evals = check_arguments(cfg.get("model_dir"), cfg.get("out"), list(cfg.get("evals") or []))
+    suite = suite_from_config(OmegaConf.to_container(cfg.suite, resolve=True)) if "leaderboard" in evals else None
+    judge_cfg = OmegaConf.to_container(cfg.judge, resolve=True) if "alpaca" in evals else None
+    eval_cfg = OmegaConf.to_container(cfg.eval, resolve=True)
+    started = time.perf_counter()
+    records = evaluate_checkpoint(model_dir=str(cfg.model_dir), out=str(cfg.out), evals=evals, suite=suite,
+                                  judge_cfg=judge_cfg, eval_cfg=eval_cfg)
+    print(report_line(records))
+    print(f"[evaluate] {cfg.model_dir} -> {cfg.out} ({time.perf_counter() - started:.1f} s in all)")
+    return records
+
+
+def main() -> None:
+    import hydra
+
+    from ift.paths import CONF_DIR
+
+    @hydra.main(version_base=None, config_path=CONF_DIR, config_name="config")
+    def _app(cfg) -> None:
+        run_from_config(cfg)
+
+    _app()

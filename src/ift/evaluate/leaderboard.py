@@ -1,0 +1,230 @@
+"""The Open LLM Leaderboard tasks through ``lm_eval.simple_evaluate``, and the ``leaderboard.json`` they become.
+
+Every call applies the model's chat template with the few-shot examples as turns (``apply_chat_template=True``,
+``fewshot_as_multiturn=True``): the paper evaluates its chat models that way. Which tasks run, with how many shots,
+is the suite's business (:mod:`ift.evaluate.suites`).
+
+``leaderboard.json`` (read by the report stage; keep it stable)::
+
+    {
+      "suite": "toy" | "openllm",
+      "model_dir": str,
+      "tasks": {                      # always these six keys
+        "arc":            {"metric": "acc_norm",    "value": float, "stderr": float | null, "n": int,
+                           "num_fewshot": int, "lm_eval_task": str, "filter": "none"},
+        "arc_gen":        {"metric": "exact_match", ..., "filter": "letter"},
+        "mmlu":           {"metric": "acc", ...},
+        "truthfulqa_mc2": {"metric": "acc", ...},
+        "winogrande":     {"metric": "acc", ...},
+        "gsm8k":          {"metric": "exact_match", ..., "filter": "strict-match"}
+      },
+      "avg": float,                   # mean of the five values other than arc_gen (the paper's Avg)
+      "truncated_requests": {"loglikelihood": int, "generate_until": int},  # prompts cut to fit the window
+      "lm_eval": {...},               # lm-eval's own results dict, JSON-safe (per-sample logs left out)
+      "seconds": float                # wall time of the lm-eval runs
+    }
+
+Values are fractions in [0, 1] as lm-eval reports them (the paper's tables show percentages). ``stderr`` is
+lm-eval's standard error (null where lm-eval reports none); ``n`` is the number of evaluated test items (for a
+group such as MMLU, the sum over its subtasks). A nonzero ``truncated_requests`` means some prompt did not fit the
+model's context window and lm-eval cut it from the left: the shot counts are then too high for the model.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ift.evaluate.suites import Suite, TaskSpec, evaluation_calls, task_manager
+
+
+def make_lm(model, tokenizer, *, batch_size: int | str, max_length: int | None = None):
+    """lm-eval's Hugging Face LM around an already loaded model, counting prompts that overflow its window."""
+    from lm_eval.models.huggingface import HFLM
+
+    class CheckedHFLM(HFLM):
+        """HFLM that counts requests longer than the model's window.
+
+        lm-eval cuts such prompts from the left (log-likelihood requests silently), which would quietly drop
+        few-shot turns or the question itself; the counts end up in leaderboard.json."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.truncated = {"loglikelihood": 0, "generate_until": 0}
+
+        def _loglikelihood_tokens(self, requests, disable_tqdm=False, override_bs=None):
+            limit = self.max_length + 1  # HFLM keeps the last max_length + 1 tokens of context + continuation
+            self.truncated["loglikelihood"] += sum(len(ctx) + len(cont) > limit for _, ctx, cont in requests)
+            return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
+
+        def tok_batch_encode(self, strings, padding_side="left", left_truncate_len=None, truncation=False):
+            if left_truncate_len:
+                _, mask = super().tok_batch_encode(strings, padding_side=padding_side, truncation=truncation)
+                self.truncated["generate_until"] += int((mask.sum(dim=1) > left_truncate_len).sum())
+            return super().tok_batch_encode(strings, padding_side=padding_side,
+                                            left_truncate_len=left_truncate_len, truncation=truncation)
+
+    kwargs: dict[str, Any] = {"pretrained": model, "tokenizer": tokenizer, "batch_size": batch_size}
+    if max_length:
+        kwargs["max_length"] = int(max_length)
+    return CheckedHFLM(**kwargs)
+
+
+def _finite_or_none(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {key: _finite_or_none(value) for key, value in obj.items()}
+    if isinstance(obj, list):
+        return [_finite_or_none(value) for value in obj]
+    return obj
+
+
+def json_safe(obj: Any) -> Any:
+    """lm-eval's results as strict JSON: numpy scalars, dtypes and functions become numbers or strings, and
+    NaN / infinity (not JSON) become null."""
+    from lm_eval.utils import handle_non_serializable
+
+    def default(value):
+        converted = handle_non_serializable(value)
+        return converted if isinstance(converted, (int, float, str, list)) else str(converted)
+
+    return _finite_or_none(json.loads(json.dumps(obj, default=default)))
+
+
+def merge_results(parts: list[dict]) -> dict:
+    """One lm-eval results dict from several ``simple_evaluate`` calls (one per shot count, registry suite)."""
+    if len(parts) == 1:
+        return parts[0]
+    merged: dict[str, Any] = {}
+    for part in parts:
+        for key, value in part.items():
+            if isinstance(value, dict) and isinstance(merged.get(key), dict):
+                merged[key] = {**merged[key], **value}
+            else:
+                merged.setdefault(key, value)
+    return merged
+
+
+@contextmanager
+def compiled_templates_cached() -> Iterator[None]:
+    """Speed only: while active, lm-eval compiles each Jinja prompt template once instead of once per document.
+
+    ``lm_eval.utils.apply_template`` calls ``env.from_string`` for every field of every document and few-shot
+    example (~10k compilations in a toy run, about half of its CPU time on a tiny model). Rendering is
+    unchanged: the same environment compiles the same source, only the compiled template is reused."""
+    import lm_eval.utils
+
+    original = lm_eval.utils.apply_template
+    compile_once = functools.lru_cache(maxsize=1024)(lm_eval.utils.env.from_string)
+
+    def apply_template(template: str, doc: dict) -> str:
+        return compile_once(template).render(**doc)
+
+    lm_eval.utils.apply_template = apply_template
+    try:
+        yield
+    finally:
+        lm_eval.utils.apply_template = original
+
+
+def run_lm_eval(lm, suite: Suite, work_dir: Path, *, log_samples: bool = False,
+                bootstrap_iters: int = 100000) -> dict:
+    """Run the suite's tasks with lm-eval (chat template, few-shot as turns); return lm-eval's results dict."""
+    import lm_eval
+
+    manager = task_manager(suite, work_dir)
+    parts = []
+    for num_fewshot, names in evaluation_calls(suite):
+        with compiled_templates_cached():
+            result = lm_eval.simple_evaluate(
+                model=lm,
+                tasks=names,
+                num_fewshot=num_fewshot,
+                task_manager=manager,
+                apply_chat_template=True,
+                fewshot_as_multiturn=True,
+                log_samples=log_samples,
+                bootstrap_iters=bootstrap_iters,
+            )
+        if result is None:  # a non-zero rank in a distributed run: rank 0 writes the results
+            return {}
+        parts.append(result)
+    return merge_results(parts)
+
+
+def _number(value: Any) -> float | None:
+    """A finite float, or None for lm-eval's "N/A" / NaN placeholders."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _leaf_tasks(results: Mapping[str, Any], name: str) -> list[str]:
+    """The leaf tasks under ``name`` (itself when it is a task, its subtasks recursively when a group)."""
+    subtasks = results.get("group_subtasks", {}).get(name)
+    if not subtasks:
+        return [name]
+    return [leaf for sub in subtasks for leaf in _leaf_tasks(results, sub)]
+
+
+def _n_items(results: Mapping[str, Any], name: str) -> int:
+    samples = results.get("n-samples", {})
+    return sum(int(samples[leaf]["effective"]) for leaf in _leaf_tasks(results, name) if leaf in samples)
+
+
+def headline(results: Mapping[str, Any], spec: TaskSpec) -> dict[str, Any]:
+    """The task's row of leaderboard.json, read from lm-eval's results (tasks and groups alike)."""
+    row = results.get("results", {}).get(spec.lm_eval_task) or results.get("groups", {}).get(spec.lm_eval_task)
+    if row is None or spec.result_key not in row:
+        available = sorted(k for k in (row or {}) if "," in k and "_stderr" not in k)
+        raise KeyError(f"lm-eval reported no {spec.result_key!r} for {spec.lm_eval_task!r} (has: {available})")
+    value = _number(row[spec.result_key])
+    if value is None:
+        raise ValueError(f"lm-eval reported {row[spec.result_key]!r} for {spec.lm_eval_task} {spec.result_key}")
+    shots = results.get("n-shot", {}).get(spec.lm_eval_task, spec.num_fewshot)
+    return {
+        "metric": spec.metric,
+        "filter": spec.filter,
+        "lm_eval_task": spec.lm_eval_task,
+        "value": value,
+        "stderr": _number(row.get(f"{spec.metric}_stderr,{spec.filter}")),
+        "n": _n_items(results, spec.lm_eval_task),
+        "num_fewshot": int(shots),
+    }
+
+
+def summarize(results: Mapping[str, Any], suite: Suite) -> dict[str, Any]:
+    """The flat table of leaderboard.json: one headline row per task and the paper's average."""
+    tasks = {spec.key: headline(results, spec) for spec in suite.tasks}
+    average = [tasks[key]["value"] for key in suite.average]
+    return {"tasks": tasks, "avg": sum(average) / len(average)}
+
+
+def evaluate_leaderboard(lm, suite: Suite, work_dir: Path, *, model_dir: str, log_samples: bool = False,
+                         bootstrap_iters: int = 100000) -> tuple[dict, dict | None]:
+    """(leaderboard.json content, lm-eval's per-sample logs or None). Writes nothing outside ``work_dir``."""
+    start = time.perf_counter()
+    results = run_lm_eval(lm, suite, work_dir, log_samples=log_samples, bootstrap_iters=bootstrap_iters)
+    seconds = time.perf_counter() - start
+    if not results:
+        return {}, None
+    samples = results.pop("samples", None)
+    summary = summarize(results, suite)
+    record = {
+        "suite": suite.name,
+        "model_dir": str(model_dir),
+        **summary,
+        "truncated_requests": dict(getattr(lm, "truncated", {})),
+        "lm_eval": json_safe(results),
+        "seconds": round(seconds, 2),
+    }
+    return record, (json_safe(samples) if samples is not None else None)

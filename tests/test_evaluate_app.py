@@ -1,0 +1,153 @@
+"""``python -m ift.evaluate`` end to end on the smoke world: result files and their format, no network for the toy
+suite and judge, a clear failure for a missing or broken checkpoint, and no partial results after an interruption.
+The model is a small random Mistral with the world's tokenizer (its scores mean nothing; the plumbing does)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from conftest import REPO_ROOT, compose
+
+TASK_KEYS = ["arc", "arc_gen", "mmlu", "truthfulqa_mc2", "winogrande", "gsm8k"]
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    """A repo-like root: the smoke world under outputs/world and a random small checkpoint under ckpt/."""
+    from transformers import AutoTokenizer
+
+    from ift.train.checkpoints import save_checkpoint
+    from ift.train.start_points import build_tiny_model
+    from ift.world import generate_world
+
+    root = tmp_path_factory.mktemp("eval_root")
+    cfg = compose(["profile=smoke"], root=root)
+    generate_world(OmegaConf.to_container(cfg.data.world, resolve=True), cfg.paths.world)
+    tokenizer = AutoTokenizer.from_pretrained(Path(cfg.paths.world) / "tokenizer")
+    shape = OmegaConf.create({"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                              "num_attention_heads": 4, "num_key_value_heads": 2,
+                              "max_position_embeddings": 512, "rope_theta": 10000.0, "tie_word_embeddings": False})
+    save_checkpoint(build_tiny_model(shape, tokenizer, seed=0), tokenizer, root / "ckpt")
+    return root
+
+
+def _cfg(root: Path, out: Path, *overrides: str):
+    return compose(["profile=smoke", f"model_dir={root / 'ckpt'}", f"out={out}", *overrides], root=root)
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network access attempted: {args[:2]}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+
+
+@pytest.mark.slow
+def test_both_evaluations_write_their_documented_files_offline(root, tmp_path, no_network):
+    from ift.evaluate.app import run_from_config
+
+    out = tmp_path / "out"
+    records = run_from_config(_cfg(root, out))
+    assert sorted(p.name for p in out.iterdir()) == ["alpaca.json", "alpaca_annotations.json", "leaderboard.json"]
+
+    board = json.loads((out / "leaderboard.json").read_text())
+    assert board == json.loads(json.dumps(records["leaderboard"]))
+    assert board["suite"] == "toy" and board["model_dir"] == str(root / "ckpt")
+    assert sorted(board["tasks"]) == sorted(TASK_KEYS)
+    for key, row in board["tasks"].items():
+        assert set(row) >= {"metric", "value", "stderr", "n", "num_fewshot"}
+        assert 0.0 <= row["value"] <= 1.0 and row["n"] == 32, key
+    assert board["tasks"]["arc"]["metric"] == "acc_norm"
+    assert board["tasks"]["gsm8k"]["metric"] == "exact_match"
+    five = [board["tasks"][k]["value"] for k in TASK_KEYS if k != "arc_gen"]
+    assert board["avg"] == pytest.approx(sum(five) / 5)
+    assert board["truncated_requests"] == {"loglikelihood": 0, "generate_until": 0}
+    assert "toy_arc" in board["lm_eval"]["results"] and board["seconds"] > 0
+
+    alpaca = json.loads((out / "alpaca.json").read_text())
+    assert alpaca["judge"] == "toy" and alpaca["annotator"] == "toy_world_judge"
+    assert 0.0 <= alpaca["win_rate"] <= 100.0 and alpaca["n"] == 32
+    assert {"standard_error", "lc_win_rate_minimal", "avg_length", "seconds"} <= set(alpaca)
+    assert alpaca["lc_win_rate"] is None  # the official LC is for AlpacaEval 2 only
+    annotations = json.loads((out / "alpaca_annotations.json").read_text())
+    assert len(annotations) == 32 and {a["generator_2"] for a in annotations} == {"ckpt"}
+
+
+@pytest.mark.parametrize("breakage", ["missing", "no_weights", "bad_config"])
+def test_a_missing_or_broken_checkpoint_fails_at_once(root, tmp_path, breakage):
+    from ift.evaluate.app import run_from_config
+    from ift.train.checkpoints import CheckpointError
+
+    ckpt = tmp_path / "ckpt"
+    if breakage != "missing":
+        ckpt.mkdir()
+        for item in (root / "ckpt").iterdir():
+            (ckpt / item.name).write_bytes(item.read_bytes())
+        if breakage == "no_weights":
+            (ckpt / "model.safetensors").unlink()
+        else:
+            (ckpt / "config.json").write_text("{not json")
+    out = tmp_path / "out"
+    cfg = compose(["profile=smoke", f"model_dir={ckpt}", f"out={out}"], root=root)
+    with pytest.raises(CheckpointError, match=str(ckpt)):
+        run_from_config(cfg)
+    assert not out.exists() or not any(out.iterdir())
+
+
+@pytest.mark.slow
+def test_an_interrupted_evaluation_leaves_no_partial_or_stale_results(root, tmp_path, monkeypatch):
+    import ift.evaluate.alpaca as alpaca
+    from ift.evaluate.app import run_from_config
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "alpaca.json").write_text('{"stale": true}')  # from an earlier evaluation of another checkpoint
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(alpaca, "annotate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_from_config(_cfg(root, out))
+    assert sorted(p.name for p in out.iterdir()) == ["leaderboard.json"]  # finished before the interruption
+    json.loads((out / "leaderboard.json").read_text())
+
+
+def test_unknown_eval_and_missing_arguments_are_named(root, tmp_path):
+    from ift.evaluate.app import EvaluationConfigError, run_from_config
+
+    with pytest.raises(EvaluationConfigError, match="model_dir"):
+        run_from_config(compose(["profile=smoke", f"out={tmp_path}"], root=root))
+    with pytest.raises(EvaluationConfigError, match="evals"):
+        run_from_config(_cfg(root, tmp_path / "out", "evals=[leaderboard,mtbench]"))
+
+
+def _cli(root: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "IFT_ROOT": str(root), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "ift.evaluate", "profile=smoke", *args], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_cli_runs_one_evaluation_and_fails_clearly(root, tmp_path):
+    out = tmp_path / "out"
+    done = _cli(root, f"model_dir={root / 'ckpt'}", f"out={out}", "evals=[alpaca]")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == ["alpaca.json", "alpaca_annotations.json"]
+    assert "win_rate" in done.stdout
+
+    failed = _cli(root, f"model_dir={tmp_path / 'nowhere'}", f"out={out}")
+    assert failed.returncode != 0
+    assert "does not exist" in failed.stderr and str(tmp_path / "nowhere") in failed.stderr
