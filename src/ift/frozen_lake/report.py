@@ -64,8 +64,9 @@ def markdown_report(result: ExperimentResult, summary: list[dict], plots_link: s
     trained = sorted((row for row in summary if row["method"] in config.methods), key=lambda r: r["policy_mse_mean"])
     ordering = " < ".join(f"{row['method']} ({_number(row['policy_mse_mean'])})" for row in trained)
     initial_mse = summary[0]["policy_mse_mean"]
-    tie_cells = [problem.lake.cell(s) for s in problem.lake.decision_states
-                 if np.count_nonzero(problem.optimal_probs[s]) > 1]
+    tie_cells = ", ".join(f"({int(row)}, {int(col)})" for row, col in
+                          (problem.lake.cell(s) for s in problem.lake.decision_states
+                           if np.count_nonzero(problem.optimal_probs[s]) > 1))
     return "\n".join([
         "# Frozen Lake: SFT, IFT, DPO and ORPO against the value-iteration optimum",
         "",
