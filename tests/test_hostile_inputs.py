@@ -98,9 +98,8 @@ def test_missing_checkpoint_dir(tmp_path):
 
 def test_a_base_model_without_chat_template_gets_the_zephyr_template(tmp_path):
     """Mistral-7B-v0.1 ships no chat template; like the IFT authors' code we fall back to Zephyr's."""
-    from tiny_lm import tiny_model, tiny_tokenizer
-
     from ift.world.tokenizer import CHAT_TEMPLATE
+    from tiny_lm import tiny_model, tiny_tokenizer
 
     tok = tiny_tokenizer()
     tok.chat_template = None
