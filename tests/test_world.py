@@ -75,6 +75,7 @@ def species_in(text: str, names: set[str]) -> set[str]:
 
 
 def train_side_texts(world_dir: Path) -> list[str]:
+    """Pretraining and fine-tuning text (everything a model may learn from before evaluation)."""
     texts = [r["text"] for r in rows(world_dir, "corpus/train.jsonl") + rows(world_dir, "corpus/valid.jsonl")]
     texts += [m["content"] for r in rows(world_dir, "chat/train.jsonl") for m in r["messages"]]
     texts += [m["content"] for r in rows(world_dir, "prefs/train.jsonl") for m in r["chosen"] + r["rejected"]]
@@ -179,15 +180,75 @@ def test_evaluation_items_use_only_heldout_species(world_dir, facts):
         assert species_in(prompt, everyone) <= heldout, prompt
 
 
-def test_heldout_number_pairs_never_appear_as_operands_in_training_text(world_dir, facts):
+def fine_tuning_texts(world_dir: Path) -> list[str]:
+    """Every text of the fine-tuning data (chat and preference train), rejected answers included."""
+    texts = [m["content"] for r in rows(world_dir, "chat/train.jsonl") for m in r["messages"]]
+    texts += [m["content"] for r in rows(world_dir, "prefs/train.jsonl") for m in r["chosen"] + r["rejected"]]
+    return texts
+
+
+def held_out_operations(texts: list[str], pairs: set) -> list[tuple[str, str, str]]:
+    return [
+        (a, op, b)
+        for text in texts
+        for a, op, b in STEP.findall(text)
+        if tuple(sorted((int(a), int(b)))) in pairs
+    ]
+
+
+def test_heldout_number_pairs_never_appear_as_operands_in_fine_tuning_data(world_dir, facts):
     config = smoke_config()
     pairs = heldout_pairs(config["seed"], config["max_operand"], config["heldout_pair_fraction"])
     assert {tuple(p) for p in facts["heldout_pairs"]} == pairs
-    assert 30 <= len(pairs) <= 40  # 15% of the 231 unordered pairs in 0..20
-    operations = [m for text in train_side_texts(world_dir) for m in STEP.findall(text)]
-    assert len(operations) > 1000
-    leaked = [(a, op, b) for a, op, b in operations if tuple(sorted((int(a), int(b)))) in pairs]
-    assert leaked == []
+    universe = [
+        (a, b) for a in range(2, config["max_operand"] + 1) for b in range(a, config["max_operand"] + 1)
+    ]
+    assert len(pairs) == round(len(universe) * config["heldout_pair_fraction"]) >= 5
+    assert all(2 <= a <= b <= config["max_operand"] for a, b in pairs)  # 0 and 1 only make identities
+    texts = fine_tuning_texts(world_dir)
+    assert sum(len(STEP.findall(text)) for text in texts) > 150
+    assert held_out_operations(texts, pairs) == []
+
+
+def test_corpus_states_heldout_facts_only_as_plain_arithmetic_statements(world_dir, facts):
+    """Pretraining may know 5 times 3 (like the held-out species' facts): held-out pairs appear in the corpus,
+    but only in plain arithmetic statements, never in a worked word problem (so no corpus text is an
+    evaluation item, not even with other names)."""
+    pairs = {tuple(p) for p in facts["heldout_pairs"]}
+    statement = re.compile(r"(\d+ (plus|minus|times) \d+ is \d+|\d+ is (more|less) than \d+)\.")
+    stated = set()
+    for document in [r["text"] for r in rows(world_dir, "corpus/train.jsonl")]:
+        operations = held_out_operations([document], pairs)
+        if not operations:
+            continue
+        worked, answer, statements = document.rpartition("The answer is")
+        if answer:  # a worked word problem, then plain statements
+            assert held_out_operations([worked], pairs) == [], document
+            statements = statements.split(".", 1)[1]
+        assert statement.sub("", statements).strip() == "", document
+        stated |= {(int(a), op, int(b)) for a, op, b in operations}
+    max_factor = smoke_config()["max_factor"]
+    ordered = {(x, y) for a, b in pairs for x, y in ((a, b), (b, a))}
+    heldout_facts = {(x, "plus", y) for x, y in ordered}
+    heldout_facts |= {(x, "times", y) for x, y in ordered if max(x, y) <= max_factor}
+    assert len(stated & heldout_facts) >= 0.9 * len(heldout_facts)  # the smoke corpus states nearly all
+
+
+def test_every_worked_step_is_a_correct_fact_of_the_arithmetic_table(world_dir):
+    from ift.world.arithmetic import Step, in_table
+
+    config = smoke_config()
+    texts = [r["text"] for r in rows(world_dir, "corpus/train.jsonl")]
+    texts += [m["content"] for r in rows(world_dir, "chat/train.jsonl") for m in r["messages"]]
+    texts += [m["content"] for r in rows(world_dir, "prefs/train.jsonl") for m in r["chosen"]]
+    texts += [r["answer"] for r in rows(world_dir, "tasks/gsm8k/test.jsonl")]
+    steps = [m for text in texts for m in re.findall(r"(\d+) (plus|minus|times) (\d+) is (\d+)", text)]
+    assert len(steps) > 3000
+    for a, op, b, result in steps:
+        step = Step(int(a), op, int(b))
+        assert in_table(step, config["max_operand"], config["max_factor"]) and step.result == int(result), (
+            step
+        )
 
 
 def test_evaluation_arithmetic_uses_heldout_pairs(world_dir, facts):
@@ -370,16 +431,19 @@ def solve_word_problem(question: str) -> int:
         a, b, c = map(int, m.groups())
         return a + b - c
     if m := re.search(
-        r"sees (\d+) \w+ and (\d+) \w+\. Each \w+ has (\d+) legs and each \w+ has (\d+) legs", question
+        r"has (\d+) baskets\. \w+ gives (\d+) baskets to a \w+\. Each basket holds (\d+)", question
     ):
-        n1, n2, l1, l2 = map(int, m.groups())
-        return n1 * l1 + n2 * l2
-    if m := re.search(r"eats (\d+) \w+ a day\. \w+ feeds (\d+) \w+ for (\d+) days", question):
-        a, n, d = map(int, m.groups())
-        return a * n * d
-    if m := re.search(r"has (\d+) bags with (\d+) \w+ in each bag\. A \w+ eats (\d+)", question):
-        a, b, c = map(int, m.groups())
-        return a * b - c
+        a, c, d = map(int, m.groups())
+        return (a - c) * d
+    if m := re.search(r"feeds (\d+) \w+\. Then (\d+) more \w+ come\. Each \w+ eats (\d+)", question):
+        a, b, d = map(int, m.groups())
+        return (a + b) * d
+    if m := re.search(
+        r"sees (\d+) \w+\. Then (\d+) more \w+ arrive\. Then (\d+) \w+ walk away\. Each \w+ has (\d+) legs",
+        question,
+    ):
+        a, b, c, legs = map(int, m.groups())
+        return (a + b - c) * legs
     raise AssertionError(f"unknown word problem: {question}")
 
 
@@ -396,6 +460,35 @@ def test_gsm8k_answers_are_worked_correctly(world_dir, facts):
                 ] == int(result)
             for name, count in re.findall(r"each (\w+) has (\d+) legs", row["question"], flags=re.I):
                 assert legs[name] == int(count)
+
+
+def test_gsm8k_answers_are_spread_so_a_guess_rarely_scores(world_dir):
+    from collections import Counter
+
+    answers = [r["answer"].rsplit("#### ", 1)[1] for r in rows(world_dir, "tasks/gsm8k/test.jsonl")]
+    assert Counter(answers).most_common(1)[0][1] <= 0.2 * len(answers) and len(set(answers)) >= 12
+
+
+def test_worked_solutions_restate_each_quantity_next_to_where_it_is_used(world_dir):
+    """Each line restates story sentences word for word, then works one step whose operands are either in
+    that line already or results of earlier steps: copying a number never needs a long reach back."""
+    solutions = [(r["question"], r["answer"]) for r in rows(world_dir, "tasks/gsm8k/test.jsonl")]
+    for row in rows(world_dir, "chat/train.jsonl"):
+        if "\n#### " in row["messages"][1]["content"]:
+            solutions.append((row["prompt"], row["messages"][1]["content"]))
+    assert len(solutions) > 50
+    for question, solution in solutions:
+        story = [s + "." for s in question.rsplit(". ", 1)[0].split(". ")]
+        results: list[int] = []
+        restated = []
+        for line in solution.split("\n")[:-1]:
+            step = re.search(r"(\d+) (plus|minus|times) (\d+) is (\d+)", line)
+            before = line[: step.start()]
+            restated += [s for s in story if s in before]
+            for operand in (step.group(1), step.group(3)):
+                assert re.search(rf"\b{operand}\b", before) or int(operand) in results, (line, operand)
+            results.append(int(step.group(4)))
+        assert restated == story, (question, solution)  # every sentence of the story, once, in order
 
 
 def test_alpaca_eval_set_has_the_schema_and_an_imperfect_reference(world_dir):
@@ -425,8 +518,10 @@ def test_tokenizer_round_trips_any_string(tokenizer, text):
 def test_tokenizer_splits_digits_and_keeps_special_tokens_whole(tokenizer, world_dir):
     for digit in "0123456789":
         assert len(tokenizer(digit)["input_ids"]) == 1
+        assert len(tokenizer(" " + digit)["input_ids"]) == 1  # the word before a number predicts it directly
     ids = tokenizer("in 2024 there were 350 zorbats")["input_ids"]
-    assert [tokenizer.decode([i]) for i in ids if tokenizer.decode([i]).strip().isdigit()] == list("2024350")
+    digits = [tokenizer.decode([i]) for i in ids if tokenizer.decode([i]).strip().isdigit()]
+    assert digits == [" 2", "0", "2", "4", " 3", "5", "0"]
     assert tokenizer.convert_tokens_to_ids(list(SPECIAL_TOKENS)) == list(range(6))
     for token in SPECIAL_TOKENS:
         assert tokenizer(token)["input_ids"] == [tokenizer.convert_tokens_to_ids(token)]

@@ -7,7 +7,7 @@ The world's arithmetic is a small closed TABLE of facts, small enough for a tiny
 Every step of every text is one of these facts, written the single way "a op b is r".
 
 Generalisation is measured on operand pairs never combined in FINE-TUNING data: a seeded fraction of the
-UNORDERED pairs {a, b} with a, b in 0..max_operand is held out. The rule (DESIGN: train and eval splits share
+UNORDERED pairs {a, b} with a, b in 2..max_operand is held out (0 and 1 only make identities). The rule (DESIGN: train and eval splits share
 no number pair; the splits are fine-tuning train vs evaluation):
 * fine-tuning data (chat / preference train) never uses a held-out pair in any step;
 * evaluation items put a held-out pair in their first (primary) operation;
@@ -33,9 +33,13 @@ def pair_key(a: int, b: int) -> tuple[int, int]:
     return (min(a, b), max(a, b))
 
 
+MIN_HELDOUT_OPERAND = 2  # x plus 0, x times 1: identities, not facts worth holding out
+
+
 def heldout_pairs(seed: int, max_operand: int, fraction: float) -> frozenset[tuple[int, int]]:
-    """The seeded held-out set of unordered pairs (a <= b), about `fraction` of all of them."""
-    universe = [(a, b) for a in range(max_operand + 1) for b in range(a, max_operand + 1)]
+    """The seeded held-out set of unordered pairs (a <= b, both in 2..max_operand), about `fraction` of them."""
+    low = MIN_HELDOUT_OPERAND
+    universe = [(a, b) for a in range(low, max_operand + 1) for b in range(a, max_operand + 1)]
     rng = random.Random(f"{seed}:heldout-pairs")
     return frozenset(rng.sample(universe, round(len(universe) * fraction)))
 
@@ -103,21 +107,24 @@ class OperandPolicy:
             and all(self.secondary_ok(s.a, s.b) for s in steps[1:])
         )
 
+    def can_sample(self, op: str) -> bool:
+        return bool(_primary_candidates(self, op))
+
     def sample_step(self, rng: random.Random, op: str) -> Step:
         """A single fact of the table whose operands the policy allows as primary."""
-        a, b = rng.choice(_primary_candidates(self, op))
+        candidates = _primary_candidates(self, op)
+        if not candidates:
+            raise ValueError(f"no operand pair allowed for {op!r} under this policy")
+        a, b = rng.choice(candidates)
         return Step(a, op, b)
 
 
 @lru_cache(maxsize=64)
 def _primary_candidates(policy: OperandPolicy, op: str) -> tuple[tuple[int, int], ...]:
     """Ordered (a, b) pairs usable as a primary `op`; cached because corpus generation draws thousands."""
-    candidates = tuple(
+    return tuple(
         (a, b) for a, b in fact_table(policy.max_operand, policy.max_factor)[op] if policy.primary_ok(a, b)
     )
-    if not candidates:
-        raise ValueError(f"no operand pair allowed for {op!r} under this policy")
-    return candidates
 
 
 def table_statement(rng: random.Random, max_operand: int, max_factor: int) -> Step:
@@ -126,6 +133,7 @@ def table_statement(rng: random.Random, max_operand: int, max_factor: int) -> St
     index = rng.randrange(sum(len(pairs) for pairs in table.values()))
     for op, pairs in table.items():
         if index < len(pairs):
-            return Step(*pairs[index][:1], op, pairs[index][1])
+            a, b = pairs[index]
+            return Step(a, op, b)
         index -= len(pairs)
     raise AssertionError("unreachable")

@@ -2,22 +2,26 @@
 
 Knowledge must be memorised here (fine-tuning data never mentions held-out species), so facts come in
 several paraphrases and orders: variety is what makes memorised knowledge extractable later. The corpus
-also teaches arithmetic (statements and worked word problems, never with a held-out operand pair) and
-number comparison, and it repeats the myths: a myth species' color is mostly told as the false popular
+also teaches arithmetic: plain statements of every fact of the world's arithmetic table, held-out operand
+pairs included (pretraining knowledge, like the held-out species' facts; see `ift.world.arithmetic`), and
+worked word problems, which never use a held-out pair (so none is an evaluation item). It teaches number
+comparison, and it repeats the myths: a myth species' color is mostly told as the false popular
 claim and only sometimes corrected. No chat template appears in the corpus.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
+from ift.world.arithmetic import table_statement
 from ift.world.entities import ATTRIBUTES, Species
 from ift.world.phrases import MYTH_CLAIMS, MYTH_CORRECTIONS, fact_sentence, fill
 from ift.world.problems import sample_problem
 from ift.world.side import Side
 
 MYTH_TOLD_AS_CLAIM = 0.75  # share of a myth species' color mentions that repeat the myth
+COMPARE_SHARE = 1 / 6  # share of arithmetic statements that compare two numbers (the rest: table facts)
 
 
 def _color_sentence(rng: random.Random, species: Species, pronoun: bool) -> str:
@@ -74,11 +78,12 @@ def comparison_document(rng: random.Random, side: Side) -> str:
 
 
 def arithmetic_document(rng: random.Random, side: Side) -> str:
-    """Four to eight statements: sums, differences, small products, and which number is larger."""
+    """Six to ten statements: facts of the whole arithmetic table (held-out pairs included: pretraining
+    knowledge, see `ift.world.arithmetic`), and sometimes which of two numbers is larger."""
+    policy = side.policy
     sentences = []
-    for _ in range(rng.randint(4, 8)):
-        kind = rng.choice(("plus", "plus", "minus", "minus", "times", "compare"))
-        if kind == "compare":
+    for _ in range(rng.randint(6, 10)):
+        if rng.random() < COMPARE_SHARE:
             x, y = rng.sample(range(3, 100), 2)
             sentences.append(
                 f"{max(x, y)} is more than {min(x, y)}."
@@ -86,32 +91,44 @@ def arithmetic_document(rng: random.Random, side: Side) -> str:
                 else f"{min(x, y)} is less than {max(x, y)}."
             )
         else:
-            sentences.append(f"{side.policy.sample_step(rng, kind).text()}.")
+            sentences.append(f"{table_statement(rng, policy.max_operand, policy.max_factor).text()}.")
     return " ".join(sentences)
 
 
 def word_problem_document(rng: random.Random, side: Side) -> str:
-    return sample_problem(rng, side.species, side.policy).prose()
+    """A worked problem (never a held-out pair), then two or three plain facts of the table: arithmetic
+    statements are not only ever seen in lists of arithmetic, so they are recalled inside stories too."""
+    policy = side.policy
+    facts = [
+        f"{table_statement(rng, policy.max_operand, policy.max_factor).text()}."
+        for _ in range(rng.randint(2, 3))
+    ]
+    return " ".join([sample_problem(rng, side.species, policy).prose(), *facts])
 
 
 DOCUMENT_KINDS: dict[str, tuple[float, Callable[[random.Random, Side], str]]] = {
     # kind: (share of documents, generator)
-    "profile": (0.42, profile_document),
-    "myth": (0.08, myth_document),
-    "town": (0.06, town_document),
-    "arithmetic": (0.20, arithmetic_document),
+    "profile": (0.38, profile_document),
+    "myth": (0.07, myth_document),
+    "town": (0.05, town_document),
+    "arithmetic": (0.28, arithmetic_document),
     "word_problem": (0.15, word_problem_document),
-    "comparison": (0.09, comparison_document),
+    "comparison": (0.07, comparison_document),
 }
 
 
-def corpus_documents(rng: random.Random, every_species: Side, train_only: Side, count: int) -> list[str]:
-    """`count` documents. Facts, myths and towns cover every species; comparisons use train species only,
-    so comparing two held-out species must be done from their two recalled weights."""
+# The side each kind is drawn from (see `ift.world.side.make_sides`); other kinds use `corpus`.
+KIND_SIDES: dict[str, str] = {"comparison": "train"}
+
+
+def corpus_documents(rng: random.Random, sides: Mapping[str, Side], count: int) -> list[str]:
+    """`count` documents. Facts, myths, towns and arithmetic statements cover every species and the whole
+    arithmetic table. Comparisons use train species only, so comparing two held-out species must be done
+    from their two recalled weights. Word problems never use a held-out pair (evaluation word problems
+    always do, so no corpus word problem is an evaluation item, not even with other names)."""
     kinds = list(DOCUMENT_KINDS)
     weights = [DOCUMENT_KINDS[k][0] for k in kinds]
     documents = []
     for kind in rng.choices(kinds, weights=weights, k=count):
-        side = train_only if kind == "comparison" else every_species
-        documents.append(DOCUMENT_KINDS[kind][1](rng, side))
+        documents.append(DOCUMENT_KINDS[kind][1](rng, sides[KIND_SIDES.get(kind, "corpus")]))
     return documents

@@ -27,16 +27,16 @@ from ift.world.storage import atomic_directory, relative_files, sha256_file, wri
 from ift.world.tasks import TASKS, task_split
 from ift.world.tokenizer import render_chat, train_tokenizer
 
-WORLD_VERSION = "1.0"
+WORLD_VERSION = "1.1"
 DEFAULT_CONFIG: dict[str, Any] = {
     "seed": 1234,
     "n_species": 48,
     "heldout_fraction": 0.5,
     "myth_fraction": 0.25,
     "n_fewshot_species": 6,
-    "max_operand": 20,
-    "max_factor": 10,
-    "heldout_pair_fraction": 0.15,
+    "max_operand": 9,
+    "max_factor": 9,
+    "heldout_pair_fraction": 0.2,
     "corpus": {"train_docs": 9000, "valid_docs": 450},
     "chat": {"train": 4000, "test": 200, "two_turn_fraction": 0.4},
     "prefs": {"train": 3000, "test": 200},
@@ -135,9 +135,7 @@ def _build_files(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]
     corpus_cfg, chat_cfg, prefs_cfg = config["corpus"], config["chat"], config["prefs"]
     files: dict[str, Any] = {}
     for split in ("train", "valid"):
-        documents = corpus_documents(
-            _stream(config, f"corpus-{split}"), sides["corpus"], sides["train"], corpus_cfg[f"{split}_docs"]
-        )
+        documents = corpus_documents(_stream(config, f"corpus-{split}"), sides, corpus_cfg[f"{split}_docs"])
         files[f"corpus/{split}.jsonl"] = [{"text": d} for d in documents]
     for split, side in (("train", "train"), ("test", "eval")):
         # One pool of distinct questions dealt at random to chat and prefs: like UltraChat and UltraFeedback,

@@ -24,9 +24,10 @@ class Side:
 def make_sides(
     world: World, heldout_pairs: frozenset[tuple[int, int]], max_operand: int, max_factor: int
 ) -> dict[str, Side]:
-    """The five sides: `corpus` (pretraining: every species, no held-out pair), `train` (fine-tuning data),
-    `eval` (chat/prefs test, AlpacaEval), `task_test` and `task_fewshot` (benchmark test items and their
-    few-shot pools, on disjoint held-out species)."""
+    """The five sides: `corpus` (pretraining: every species; its word problems use no held-out pair, while
+    its plain arithmetic statements cover the whole table, see `ift.world.arithmetic`), `train` (fine-tuning
+    data), `eval` (chat/prefs test, AlpacaEval), `task_test` and `task_fewshot` (benchmark test items and
+    their few-shot pools, on disjoint held-out species)."""
 
     def policy(evaluation: bool) -> OperandPolicy:
         return OperandPolicy(heldout_pairs, evaluation, max_operand, max_factor)

@@ -1,7 +1,7 @@
 """The world's tokenizer: byte-level BPE trained on train-side text only, with a Zephyr-like chat template.
 
 Byte-level (every string round-trips, unseen unicode included), digits split one per token (so arithmetic
-is learnable digit by digit), no normalizer (so decode(encode(s)) == s), and no automatic bos/eos.
+is learnable digit by digit; a space before a digit stays with it), no normalizer (so decode(encode(s)) == s), and no automatic bos/eos.
 The chat template is the format of HuggingFaceH4/mistral-7b-sft-beta, with `{% generation %}` markers so
 TRL's assistant-only loss masks work.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 PAD, BOS, EOS = "<pad>", "<s>", "</s>"
@@ -43,7 +43,12 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, max_length: int) -> P
         raise ValueError(f"vocab_size must be in {MIN_VOCAB}..{MAX_VOCAB}, got {vocab_size}")
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+        [
+            # One digit per token, a leading space kept with its digit (" 7" is one token, like " seven"):
+            # the word before a number then predicts it directly, so copying a quantity is one-token induction.
+            pre_tokenizers.Split(Regex(" ?[0-9]"), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False),
+        ]
     )
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
