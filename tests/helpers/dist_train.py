@@ -1,7 +1,18 @@
 """Worker for tests/test_distributed.py: a few optimiser steps of SFT, IFT and DPO on a tiny model, under 1 or
-more processes (torchrun, gloo on CPU), with the same GLOBAL batch; writes the losses and final parameters.
+more processes on CPU (gloo), with the same GLOBAL batch; writes the losses, gradient norms, final (full)
+parameters and the reloaded checkpoint that ``ift.train.app.save_run`` wrote, to <out_dir>/result-<tag>.pt.
 
-    torchrun --nproc_per_node 2 tests/helpers/dist_train.py <out_dir> <global_batch>
+    python tests/helpers/dist_train.py <out_dir> <global_batch> [methods] [grad_accum]              # 1 process
+    torchrun --nproc_per_node 2 tests/helpers/dist_train.py <out_dir> <global_batch> ...            # DDP
+    accelerate launch --config_file conf/accelerate/fsdp.yaml --num_processes 2 --mixed_precision no \
+        tests/helpers/dist_train.py <out_dir> <global_batch> ...                                    # FSDP2
+
+FSDP on CPU: accelerate (1.15) only switches to FSDP for accelerator device types; on CPU it silently keeps
+``MULTI_CPU`` (plain DDP) and ignores the FSDP plugin, although torch's FSDP2 (``fully_shard``) runs on CPU with
+gloo. Under FSDP (``ACCELERATE_USE_FSDP=true``, which ``accelerate launch`` sets from the yaml) this worker
+therefore promotes ``MULTI_CPU`` to ``FSDP`` right after AcceleratorState is built, with the same assignments
+accelerate makes for GPUs, so that everything downstream (the plugin built from the yaml's environment,
+``fsdp2_prepare_model``, the Trainer's FSDP code paths, our IFTTrainer hooks, saving) is the real FSDP2 path.
 """
 
 from __future__ import annotations
@@ -17,17 +28,51 @@ import torch  # noqa: E402
 import ift  # noqa: E402,F401
 from tiny_lm import pref_rows, qa_rows, tiny_model, tiny_tokenizer  # noqa: E402
 
+FSDP = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+
+
+def allow_fsdp_on_cpu() -> None:
+    """Make accelerate honour its FSDP plugin on CPU (see the module docstring)."""
+    from accelerate.state import AcceleratorState, PartialState
+    from accelerate.utils import DistributedType
+
+    original = AcceleratorState.__init__
+
+    def __init__(self, *args, fsdp_plugin=None, **kwargs):
+        original(self, *args, fsdp_plugin=fsdp_plugin, **kwargs)
+        if fsdp_plugin is not None and self.distributed_type == DistributedType.MULTI_CPU:
+            self.distributed_type = DistributedType.FSDP
+            self.fsdp_plugin = fsdp_plugin
+            PartialState._shared_state["distributed_type"] = self.distributed_type  # as accelerate does at the end
+
+    AcceleratorState.__init__ = __init__
+
+
+def full_params(model) -> dict[str, torch.Tensor]:
+    """Every parameter as a full tensor (FSDP2 keeps DTensor shards; gathering is collective, same order on all)."""
+    from torch.distributed.tensor import DTensor
+
+    return {name: (p.full_tensor() if isinstance(p, DTensor) else p).detach().clone()
+            for name, p in model.named_parameters()}
+
 
 def main() -> None:
     from datasets import Dataset
+    from torch.distributed.tensor import DTensor
     from transformers import AutoModelForCausalLM
 
+    from ift.train.app import save_run
     from ift.train.trainers import build_trainer
 
     out_dir, global_batch = Path(sys.argv[1]), int(sys.argv[2])
+    methods = sys.argv[3].split(",") if len(sys.argv) > 3 else ["sft", "ift", "dpo"]
+    grad_accum = int(sys.argv[4]) if len(sys.argv) > 4 else 1
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
+    tag = f"{'fsdp' if FSDP else 'ddp'}-{world}" if world > 1 else "1"
     torch.set_num_threads(1)
+    if FSDP:
+        allow_fsdp_on_cpu()
     tok = tiny_tokenizer()
     init_dir = out_dir / "init"
     if rank == 0 and not init_dir.exists():
@@ -38,24 +83,36 @@ def main() -> None:
 
         dist.init_process_group("gloo")
         dist.barrier()
+    data = {"sft": qa_rows(3 * global_batch, seed=1), "ift": qa_rows(3 * global_batch, seed=2),
+            "dpo": pref_rows(3 * global_batch, seed=3)}
     results = {}
-    for method, rows in (("sft", qa_rows(3 * global_batch, seed=1)), ("ift", qa_rows(3 * global_batch, seed=2)),
-                         ("dpo", pref_rows(3 * global_batch, seed=3))):
+    for method in methods:
         model = AutoModelForCausalLM.from_pretrained(init_dir)
-        common = dict(output_dir=str(out_dir / f"work-{method}-{world}"), per_device_train_batch_size=global_batch // world,
-                      gradient_accumulation_steps=1, max_steps=3, learning_rate=0.5, optim="sgd",
-                      lr_scheduler_type="constant", max_grad_norm=0.0, weight_decay=0.0, bf16=False, use_cpu=True,
+        common = dict(output_dir=str(out_dir / f"work-{method}-{tag}"),
+                      per_device_train_batch_size=global_batch // (world * grad_accum),
+                      gradient_accumulation_steps=grad_accum, max_steps=3, learning_rate=0.5, optim="sgd",
+                      lr_scheduler_type="constant", max_grad_norm=5.0, weight_decay=0.0, bf16=False, use_cpu=True,
                       report_to="none", seed=0, data_seed=0, logging_steps=1, activation_checkpointing=False,
                       save_strategy="no", disable_tqdm=True, **({"ddp_backend": "gloo"} if world > 1 else {}))
         method_cfg = {"name": method, "beta": 0.1} if method == "dpo" else {"name": method}
-        trainer = build_trainer(method_cfg, model=model, tokenizer=tok, dataset=Dataset.from_list(rows),
+        trainer = build_trainer(method_cfg, model=model, tokenizer=tok, dataset=Dataset.from_list(data[method]),
                                 common_args=common, max_length=64)
+        assert trainer.is_fsdp_enabled == FSDP, "FSDP requested but the Trainer is not running FSDP"
         trainer.train()
-        losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-        params = {name: p.detach().clone() for name, p in trainer.accelerator.unwrap_model(trainer.model).named_parameters()}
-        results[method] = {"losses": losses, "params": params}
+        logged = [entry for entry in trainer.state.log_history if "loss" in entry]
+        results[method] = {"losses": [entry["loss"] for entry in logged],
+                           "grad_norms": [entry["grad_norm"] for entry in logged],
+                           "params": full_params(trainer.model),
+                           "sharded": sorted(name for name, p in trainer.model.named_parameters()
+                                             if isinstance(p, DTensor))}
+        saved = out_dir / f"saved-{method}-{tag}"
+        save_run(trainer, tok, saved)  # what `python -m ift.train` writes as the run directory
+        if rank == 0:
+            reloaded = AutoModelForCausalLM.from_pretrained(saved)
+            results[method]["saved"] = {name: p.detach() for name, p in reloaded.named_parameters()}
+            results[method]["architectures"] = reloaded.config.architectures
     if rank == 0:
-        torch.save(results, out_dir / f"result-{world}.pt")
+        torch.save(results, out_dir / f"result-{tag}.pt")
     if world > 1:
         torch.distributed.barrier()
 

@@ -33,13 +33,19 @@ def _fingerprint(cfg) -> str:
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _resume_point(work_dir: Path, fingerprint: str) -> str | None:
-    """The last Trainer checkpoint of an interrupted run with the same config; stale work is wiped."""
+def _resume_point(work_dir: Path, fingerprint: str, accelerator=None) -> str | None:
+    """The last Trainer checkpoint of an interrupted run with the same config; stale work is wiped.
+
+    With several processes only the main one touches the directory; the others wait, then read the same answer.
+    """
     stamp = work_dir / "fingerprint.txt"
-    if work_dir.exists() and (not stamp.exists() or stamp.read_text().strip() != fingerprint):
-        shutil.rmtree(work_dir)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(stamp, fingerprint + "\n")
+    if accelerator is None or accelerator.is_main_process:
+        if work_dir.exists() and (not stamp.exists() or stamp.read_text().strip() != fingerprint):
+            shutil.rmtree(work_dir)
+        work_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(stamp, fingerprint + "\n")
+    if accelerator is not None:
+        accelerator.wait_for_everyone()
     checkpoints = sorted(work_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
     complete = [c for c in checkpoints if (c / "trainer_state.json").exists()]
     return str(complete[-1]) if complete else None
@@ -118,6 +124,26 @@ def _run_sft_dpo(cfg, run_dir: Path, work_dir: Path) -> Path:
     return result
 
 
+def save_run(trainer, tokenizer, run_dir: Path, write_extras=None) -> None:
+    """Write the trained model + tokenizer, and whatever ``write_extras(tmp)`` adds, atomically into ``run_dir``.
+
+    Every process must call it. Under FSDP (or ZeRO-3) each process holds only a shard of every parameter, and
+    ``save_pretrained`` on the sharded model fails, so the full state dict is gathered first
+    (``accelerator.get_state_dict``, a collective); then only the main process writes, while the others wait.
+    tests/test_distributed.py checks the saved weights of a 2-process FSDP run against a 1-process run.
+    """
+    from ift.train.checkpoints import write_checkpoint
+
+    accelerator = trainer.accelerator
+    state_dict = accelerator.get_state_dict(trainer.model)
+    if accelerator.is_main_process:
+        with atomic_directory(run_dir) as tmp:
+            write_checkpoint(accelerator.unwrap_model(trainer.model), tokenizer, tmp, state_dict=state_dict)
+            if write_extras is not None:
+                write_extras(tmp)
+    accelerator.wait_for_everyone()
+
+
 def _train_one(cfg, *, run_dir: Path, work_dir: Path, init_ref=None, carry=None, config_to_save=None) -> Path:
     """One TRL training run from ``init_ref`` (default: init_from or the start point) into ``run_dir``."""
     from omegaconf import OmegaConf
@@ -125,7 +151,7 @@ def _train_one(cfg, *, run_dir: Path, work_dir: Path, init_ref=None, carry=None,
 
     from ift.data import DataConfig, training_data
     from ift.tracking import configure_tracking
-    from ift.train.checkpoints import load_causal_lm, write_checkpoint
+    from ift.train.checkpoints import load_causal_lm
     from ift.train.recipe import training_kwargs
     from ift.train.trainers import build_trainer
 
@@ -141,9 +167,9 @@ def _train_one(cfg, *, run_dir: Path, work_dir: Path, init_ref=None, carry=None,
     recipe = cfg.trainer.finetune
     common = training_kwargs(cfg.trainer, recipe, output_dir=work_dir, seed=seed, run_name=run_dir.name,
                              report_to=report_to)
-    resume = _resume_point(work_dir, _fingerprint(cfg) + str(init_ref))
     trainer = build_trainer(cfg.method, model=model, tokenizer=tokenizer, dataset=data.dataset,
                             common_args=common, max_length=int(recipe.max_length))
+    resume = _resume_point(work_dir, _fingerprint(cfg) + str(init_ref), trainer.accelerator)
     print(f"[train] {run_dir.name}: {method} from {init_ref} on {len(data.dataset)} rows "
           f"({data.part_sizes}){f', resuming from {resume}' if resume else ''}")
     started = time.time()
@@ -155,14 +181,17 @@ def _train_one(cfg, *, run_dir: Path, work_dir: Path, init_ref=None, carry=None,
 
         if wandb.run is not None:
             wandb.finish()
-    with atomic_directory(run_dir) as tmp:
-        write_checkpoint(trainer.model, tokenizer, tmp)  # the run dir itself is the HF checkpoint
+
+    def write_extras(tmp: Path) -> None:
         write_text_atomic(tmp / "config.yaml", OmegaConf.to_yaml(config_to_save or cfg, resolve=True))
         write_json_atomic(tmp / "train_metrics.json", metrics)
         write_json_atomic(tmp / "data.json", data.summary())
         for name, source in (carry or {}).items():
             shutil.move(str(source), str(tmp / name))
-    shutil.rmtree(work_dir, ignore_errors=True)
+
+    save_run(trainer, tokenizer, run_dir, write_extras)  # the run dir itself is the HF checkpoint
+    if trainer.accelerator.is_main_process:
+        shutil.rmtree(work_dir, ignore_errors=True)
     print(f"[train] {run_dir.name}: {metrics['steps']} steps in {seconds:.0f}s, final loss "
           f"{metrics['final_loss']:.4f} -> {run_dir}")
     return run_dir

@@ -12,7 +12,11 @@ logging, checkpointing and distributed wiring are SFTTrainer's. Per step (DESIGN
    (``ift.losses.propagation_weights``, not detached), per-sequence mean, mean over the sequences of the batch.
 
 Both model calls go through the (possibly DDP/FSDP-wrapped) model's own forward; the mixing and the argmax happen
-in forward hooks on the embedding and decoder modules, where FSDP has the full parameters at hand.
+in forward hooks on the embedding and decoder modules. Under FSDP2, accelerate makes the input embedding its own
+FSDP unit (resharded right after its forward) and [final norm, LM head] another (kept gathered until the backward),
+so the embedding hook is registered *before* FSDP's post-forward reshard (``prepend=True``), and any weight a hook
+still finds sharded (a DTensor) is gathered in full first (no gradient flows through either read).
+tests/test_distributed.py checks 2-process FSDP2 against 1 process.
 
 Normalisation: the loss is a mean over *sequences*, so under gradient accumulation and across processes the
 divisor must be the number of sequences in the whole optimiser step, not per micro-batch. ``_get_num_items_in_batch``
@@ -68,6 +72,14 @@ def _decoder_and_head(model):
     return base.get_decoder(), base.get_output_embeddings(), base.get_input_embeddings()
 
 
+def _full(weight: torch.Tensor | None) -> torch.Tensor | None:
+    """A parameter as a plain full tensor: FSDP2 exposes a resharded parameter as a DTensor shard (the gather is a
+    collective; every rank runs the same hooks in the same order). Only used on reads without gradient."""
+    from torch.distributed.tensor import DTensor
+
+    return weight.full_tensor() if isinstance(weight, DTensor) else weight
+
+
 class IFTTrainer(SFTTrainer):
     """SFTTrainer whose loss is IFT's. ``ift`` carries the method's options (see IFTOptions)."""
 
@@ -111,7 +123,8 @@ class IFTTrainer(SFTTrainer):
         def read_head(module, args, output):
             hidden = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
             captured["pass1"] = losses.chunked_greedy_and_label_logps(
-                hidden, head.weight, labels, chunk_size=self.ift.chunk_size, lm_head_bias=getattr(head, "bias", None)
+                hidden, _full(head.weight), labels, chunk_size=self.ift.chunk_size,
+                lm_head_bias=_full(getattr(head, "bias", None)),
             )
 
         handle = decoder.register_forward_hook(read_head)
@@ -125,14 +138,18 @@ class IFTTrainer(SFTTrainer):
     # ---- pass 2 ----------------------------------------------------------------------------------------------
     @contextmanager
     def mixed_input_embeddings(self, model, intuition_ids: torch.Tensor, lam: float):
-        """While active, the embedding module returns ((1-λ)E(x) + λE(x̃)).detach() instead of E(x)."""
+        """While active, the embedding module returns ((1-λ)E(x) + λE(x̃)).detach() instead of E(x).
+
+        ``prepend=True``: the hook runs before FSDP2's own post-forward hook, which would otherwise have resharded
+        the embedding's weight (its own FSDP unit under accelerate) by the time we read it.
+        """
         embedding = _decoder_and_head(self.accelerator.unwrap_model(model))[2]
 
         def mix(module, args, output):
-            intuition = torch.nn.functional.embedding(intuition_ids, module.weight, module.padding_idx)
+            intuition = torch.nn.functional.embedding(intuition_ids, _full(module.weight), module.padding_idx)
             return losses.mix_embeddings(output, intuition, lam).detach()
 
-        handle = embedding.register_forward_hook(mix)
+        handle = embedding.register_forward_hook(mix, prepend=True)
         try:
             yield
         finally:
