@@ -1,7 +1,9 @@
 # Every target installs what it needs first, so each works as the very first command on a fresh clone.
 #   make repro   the whole pipeline (dvc repro) on the default profile (tiny, CPU)
 #   make test    the test suite
+#   make smoke   the whole pipeline on the smoke profile (one seed, minimum sizes) in a scratch copy (~5 min)
 #   make bench   step time / peak memory of every method side by side (python -m ift.bench; BENCH_ARGS="shape=tiny")
+#   make smoke-twice  make smoke twice from scratch; fails unless both summary.json files are identical
 #   make lint    ruff
 # Knobs: VENV=/path/to/venv (default .venv), PYTHON=python3.11, TORCH_SPEC="torch==2.13.0" (CPU build; a venv that
 # already has a CUDA torch keeps it), PYTEST_ARGS="-k losses", JOBS=2 (pytest-xdist workers).
@@ -18,7 +20,7 @@ STAMP := $(VENV)/.ift-setup-stamp
 # Stage commands call `python -m ift.*` and `dvc`: put the venv first on PATH for them.
 RUN := PATH="$(BIN):$$PATH" OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} DVC_NO_ANALYTICS=1
 
-.PHONY: setup repro test bench lint clean-venv
+.PHONY: setup repro test smoke smoke-twice bench lint clean-venv
 
 setup: $(STAMP)
 
@@ -38,6 +40,12 @@ repro: setup
 
 test: setup
 	$(RUN) OMP_NUM_THREADS=1 "$(BIN)/python" -m pytest -n $(JOBS) --dist loadgroup $(PYTEST_ARGS)
+
+smoke: setup
+	$(RUN) bash scripts/smoke.sh
+
+smoke-twice: setup
+	$(RUN) bash scripts/smoke_twice.sh
 
 bench: setup
 	$(RUN) "$(BIN)/python" -m ift.bench $(BENCH_ARGS)

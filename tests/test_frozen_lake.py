@@ -339,7 +339,7 @@ def test_cli_writes_the_report_files(tmp_path):
                "methods=[sft,ift,dpo,orpo]"]
     completed = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert completed.returncode == 0, completed.stderr
-    report_dir = tmp_path / "outputs" / "report"
+    report_dir = tmp_path / "report"
     for name in ("frozen_lake.md", "frozen_lake.csv", "frozen_lake.json", "plots/frozen_lake_policies.png",
                  "plots/frozen_lake_mse.png"):
         assert (report_dir / name).stat().st_size > 0, name
@@ -359,4 +359,4 @@ def test_cli_rejects_a_bad_value_by_key(tmp_path):
     completed = subprocess.run([sys.executable, "-m", "ift.frozen_lake", "ift.max_lambda=2"], cwd=REPO_ROOT, env=env,
                                capture_output=True, text=True, timeout=120)
     assert completed.returncode != 0 and "ift.max_lambda" in completed.stderr
-    assert not (tmp_path / "outputs" / "report").exists()
+    assert not (tmp_path / "report").exists()

@@ -113,9 +113,32 @@ def test_committed_readme_matches_the_committed_report():
     """README's Results section must be exactly what the report renders (when a report is committed)."""
     from conftest import REPO_ROOT
 
-    report = REPO_ROOT / "outputs" / "report"
+    report = REPO_ROOT / "report"  # the report stage's committed outputs (DVC cache: false)
     block = readme_block(REPO_ROOT / "README.md")
     if not (report / "table2.md").exists():
         assert "not generated yet" in block
         return
     assert block == readme_section(report)
+
+
+def test_check_complete_passes_a_full_report_and_names_each_empty_cell(tmp_path, capsys):
+    from ift.report.check_complete import main as check_complete
+
+    evals = _grid(tmp_path, seeds=(0,))
+    for alpaca in evals.glob("*/alpaca.json"):  # the real evaluation always fills the length-controlled rate
+        alpaca.write_text(json.dumps({**json.loads(alpaca.read_text()), "lc_win_rate_minimal": 12.5}))
+    full = tmp_path / "full"
+    build_report(evals_dir=evals, runs_dir=tmp_path / "runs", out_dir=full, methods=["sft", "ift"],
+                 starts=["base", "sft_beta"], seeds=[0], profile="smoke", require_complete=True)
+    tables = [str(full / "table2.csv"), str(full / "table3.csv")]
+    assert check_complete(tables) == 0
+
+    for name in ("ift-sft_beta-s0/leaderboard.json", "ift-sft_beta-s0/alpaca.json"):
+        (evals / name).unlink()
+    partial = tmp_path / "partial"
+    build_report(evals_dir=evals, runs_dir=tmp_path / "runs", out_dir=partial, methods=["sft", "ift"],
+                 starts=["base", "sft_beta"], seeds=[0], profile="smoke", require_complete=False)
+    assert check_complete([str(partial / "table2.csv"), str(partial / "table3.csv")]) == 1
+    err = capsys.readouterr().err
+    assert "sft_beta/ift/arc_mean" in err and "sft_beta/ift/win_rate_mean" in err
+    assert "sft_beta/sft/" not in err and "base/ift/" not in err

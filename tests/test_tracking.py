@@ -47,3 +47,24 @@ def test_training_run_writes_an_offline_wandb_run_with_group_and_tags(tmp_path, 
 def test_logger_none_disables_wandb(restore_wandb_env):
     assert configure_tracking({"report_to": "none"}, group="g") == "none"
     assert os.environ["WANDB_MODE"] == "disabled"
+
+
+def test_an_evaluation_writes_an_offline_wandb_run_with_its_headline_numbers(tmp_path, restore_wandb_env):
+    from ift.tracking import eval_metrics, log_eval_run
+
+    records = {"leaderboard": {"suite": "toy", "avg": 0.5, "tasks": {"arc": {"value": 0.25}, "gsm8k": {"value": 0.75}}},
+               "alpaca": {"win_rate": 40.0, "standard_error": 2.0, "lc_win_rate_minimal": None, "n": 64}}
+    metrics = eval_metrics(records)
+    assert metrics == {"leaderboard/arc": 0.25, "leaderboard/gsm8k": 0.75, "leaderboard/avg": 0.5,
+                       "alpaca/win_rate": 40.0, "alpaca/standard_error": 2.0, "alpaca/n": 64}
+    logger = {"report_to": "wandb", "mode": "offline", "project": "ift-test", "dir": str(tmp_path / "wb")}
+    assert log_eval_run(logger, name="eval-ift-base-s0", group="exp-7", metrics=metrics, config={"profile": "tiny"})
+    import wandb
+
+    wandb.teardown()
+    runs = glob.glob(str(tmp_path / "wb" / "wandb" / "offline-run-*" / "run-*.wandb"))
+    assert len(runs) == 1
+    record = open(runs[0], "rb").read()
+    for expected in (b"eval-ift-base-s0", b"exp-7", b"leaderboard/gsm8k", b"alpaca/win_rate"):
+        assert expected in record, expected
+    assert not log_eval_run({"report_to": "none"}, name="x", group="g", metrics=metrics, config={})

@@ -28,3 +28,34 @@ def configure_tracking(logger_cfg: Mapping, *, group: str, tags: Sequence[str] =
     # The hub-free default: the W&B callback must not try to upload the model as an artifact.
     os.environ["WANDB_LOG_MODEL"] = "false"
     return "wandb"
+
+
+def eval_metrics(records: Mapping[str, Mapping]) -> dict[str, float]:
+    """The headline numbers of one evaluation (``ift.evaluate``'s records) as flat W&B summary keys."""
+    metrics = {}
+    board = records.get("leaderboard")
+    if board:
+        metrics.update({f"leaderboard/{task}": entry["value"] for task, entry in board["tasks"].items()})
+        metrics["leaderboard/avg"] = board["avg"]
+    alpaca = records.get("alpaca")
+    if alpaca:
+        for key in ("win_rate", "standard_error", "lc_win_rate_minimal", "n"):
+            if alpaca.get(key) is not None:
+                metrics[f"alpaca/{key}"] = alpaca[key]
+    return metrics
+
+
+def log_eval_run(logger_cfg: Mapping, *, name: str, group: str, metrics: Mapping[str, float],
+                 config: Mapping) -> bool:
+    """One W&B run (job_type ``eval``, offline by default) holding an evaluation's numbers in its summary.
+
+    Returns False (and logs nothing) when the logger is not W&B.
+    """
+    if configure_tracking(logger_cfg, group=group, tags=["eval"]) != "wandb":
+        return False
+    import wandb
+
+    run = wandb.init(job_type="eval", name=name, config=dict(config))
+    run.summary.update(dict(metrics))
+    run.finish()
+    return True

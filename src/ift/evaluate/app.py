@@ -181,6 +181,11 @@ def run_from_config(cfg) -> dict[str, dict]:
                                   judge_cfg=judge_cfg, eval_cfg=eval_cfg)
     print(report_line(records))
     print(f"[evaluate] {cfg.model_dir} -> {cfg.out} ({time.perf_counter() - started:.1f} s in all)")
+    from ift.tracking import eval_metrics, log_eval_run
+
+    log_eval_run(cfg.logger, name=f"eval-{Path(str(cfg.out)).name}", group=str(cfg.logger.group),
+                 metrics=eval_metrics(records), config={"model_dir": str(cfg.model_dir), "profile": cfg.profile,
+                                                        "suite": cfg.suite.name, "judge": cfg.judge.name})
     return records
 
 

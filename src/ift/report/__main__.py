@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from ift.paths import CONF_DIR
 from ift.report.build import build_report, load_grid, log_to_wandb, update_readme
@@ -19,6 +19,10 @@ from ift.report.build import build_report, load_grid, log_to_wandb, update_readm
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="report")
 def main(cfg: DictConfig) -> None:
     methods, starts, seeds = load_grid(Path(cfg.params_file))
+    if cfg.profile is None:  # the pipeline's own profile (a Hydra override `profile=` would name the config group)
+        import yaml
+
+        OmegaConf.update(cfg, "profile", yaml.safe_load(Path(cfg.params_file).read_text()).get("profile", "tiny"))
     result = build_report(evals_dir=Path(cfg.paths.evals), runs_dir=Path(cfg.paths.runs),
                           out_dir=Path(cfg.paths.report), methods=methods, starts=starts, seeds=seeds,
                           profile=str(cfg.profile), require_complete=bool(cfg.require_complete))

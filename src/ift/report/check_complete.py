@@ -1,0 +1,31 @@
+"""``python -m ift.report.check_complete <table.csv>...``: fail unless every cell of the report tables is filled.
+
+Used by ``make smoke`` (and CI): a table with an empty cell means a stage silently produced nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+
+
+def empty_cells(path: str) -> list[str]:
+    """'row/column' labels of empty mean cells in a report CSV (columns ending in _mean)."""
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        return [f"{path}: no rows"]
+    return [f"{row['start']}/{row['method']}/{column}" for row in rows for column, value in row.items()
+            if column.endswith("_mean") and value in ("", None)]
+
+
+def main(paths: list[str]) -> int:
+    missing = [f"{path}: {cell}" for path in paths for cell in empty_cells(path)]
+    for line in missing:
+        print(f"empty cell: {line}", file=sys.stderr)
+    print(f"{len(paths)} tables checked, {len(missing)} empty cells")
+    return 1 if missing else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,97 @@
+"""The DVC pipeline's wiring, checked through DVC's own stage graph (no stage is run here).
+
+Running the pipeline end to end is `make smoke` (CI); these tests pin what a researcher relies on when editing
+configs: which stages an edit reruns, that every tracked param key exists, that every command's module exists.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shlex
+
+import networkx as nx
+import pytest
+import yaml
+from dvc.repo import Repo
+
+from conftest import REPO_ROOT
+
+
+@pytest.fixture(scope="module")
+def repo():
+    return Repo(str(REPO_ROOT))
+
+
+@pytest.fixture(scope="module")
+def grid():
+    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    return params["methods"], params["starts"], params["seeds"]
+
+
+def rerun_by_edit(repo, path: str) -> set[str]:
+    """Stages DVC reruns when ``path`` changes: those tracking it as a dep or params file, and everything after."""
+    graph = repo.index.graph  # edges point from a stage to the stages it depends on
+    direct = [stage for stage in graph if any(dep.def_path == path for dep in stage.deps)]
+    hit = set(direct)
+    for stage in direct:
+        hit |= nx.ancestors(graph, stage)
+    return {stage.addressing for stage in hit}
+
+
+def test_editing_the_ift_config_reruns_exactly_the_ift_cells_their_evals_and_the_report(repo, grid):
+    _, starts, seeds = grid
+    cells = [f"ift-{start}-{seed}" for start in starts for seed in seeds]
+    expected = {f"train@{cell}" for cell in cells} | {f"eval@{cell}" for cell in cells} | {"report"}
+    assert rerun_by_edit(repo, "conf/method/ift.yaml") == expected
+
+
+def test_editing_the_finetune_recipe_reruns_the_grid_but_not_the_start_points(repo):
+    hit = rerun_by_edit(repo, "conf/trainer/tiny.yaml")
+    assert {"base", "sft_beta"} <= hit  # their own recipes live in the same file ...
+    hit_finetune_only = {
+        stage.addressing
+        for stage in repo.index.graph
+        for dep in stage.deps
+        if dep.def_path == "conf/trainer/tiny.yaml" and "finetune" in (getattr(dep, "params", None) or [])
+    }
+    assert hit_finetune_only and all(name.startswith("train@") for name in hit_finetune_only)  # ... keyed apart
+    assert "world" not in hit and "frozen_lake" not in hit
+
+
+def test_the_grid_has_one_train_and_one_eval_stage_per_cell_and_one_eval_per_start(repo, grid):
+    methods, starts, seeds = grid
+    names = {stage.addressing for stage in repo.index.stages}
+    for method in methods:
+        for start in starts:
+            for seed in seeds:
+                assert {f"train@{method}-{start}-{seed}", f"eval@{method}-{start}-{seed}"} <= names
+    assert {f"eval_start@{start}" for start in starts} <= names
+    assert {"world", "base", "sft_beta", "frozen_lake", "report"} <= names
+
+
+def test_every_tracked_param_key_exists_in_its_file(repo):
+    for stage in repo.index.stages:
+        for dep in stage.deps:
+            keys = getattr(dep, "params", None)
+            if not keys:
+                continue
+            document = yaml.safe_load((REPO_ROOT / dep.def_path).read_text())
+            for key in keys:
+                node = document
+                for part in key.split("."):
+                    assert isinstance(node, dict) and part in node, f"{stage.addressing}: {dep.def_path} has no {key}"
+                    node = node[part]
+
+
+def test_every_stage_command_runs_an_existing_module(repo):
+    for stage in repo.index.stages:
+        argv = shlex.split(stage.cmd)
+        assert argv[:2] == ["python", "-m"], stage.cmd
+        assert importlib.util.find_spec(argv[2]) is not None, f"{stage.addressing}: no module {argv[2]}"
+
+
+def test_report_outputs_are_committed_files_not_cache(repo):
+    """report/ is in git (cache: false), so a fresh clone shows the tables and README's check has a reference."""
+    report = next(stage for stage in repo.index.stages if stage.addressing == "report")
+    assert report.outs and all(not out.use_cache for out in report.outs)
+    assert all(out.def_path.startswith("report/") for out in report.outs)
