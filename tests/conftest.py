@@ -63,13 +63,24 @@ def smoke_root(tmp_path_factory):
 
 @pytest.fixture
 def no_network(monkeypatch):
-    """Any attempt to open a network connection fails the test (the tiny profile must stay offline)."""
+    """Any attempt to open a network connection fails the test (the tiny profile must stay offline).
+
+    Local inter-process sockets (AF_UNIX: the offline W&B service, accelerate) are not network and stay allowed.
+    """
     import socket
 
     def refuse(*args, **kwargs):
         raise AssertionError(f"network access attempted: {args[:2]}")
 
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    def guarded(method):
+        def connect(self, *args, **kwargs):
+            if self.family == getattr(socket, "AF_UNIX", None):
+                return method(self, *args, **kwargs)
+            return refuse(self, *args)
+
+        return connect
+
+    monkeypatch.setattr(socket.socket, "connect", guarded(socket.socket.connect))
+    monkeypatch.setattr(socket.socket, "connect_ex", guarded(socket.socket.connect_ex))
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.setattr(socket, "getaddrinfo", refuse)

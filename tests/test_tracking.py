@@ -68,3 +68,12 @@ def test_an_evaluation_writes_an_offline_wandb_run_with_its_headline_numbers(tmp
     for expected in (b"eval-ift-base-s0", b"exp-7", b"leaderboard/gsm8k", b"alpaca/win_rate"):
         assert expected in record, expected
     assert not log_eval_run({"report_to": "none"}, name="x", group="g", metrics=metrics, config={})
+
+
+def test_the_no_network_guard_refuses_internet_sockets_but_not_local_ipc(no_network, tmp_path):
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as inet, pytest.raises(AssertionError, match="network"):
+        inet.connect(("127.0.0.1", 9))
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as local, pytest.raises(FileNotFoundError):
+        local.connect(str(tmp_path / "no-such-socket"))  # reaches the OS: the guard let it through
