@@ -61,9 +61,12 @@ def test_gradient_accumulation_invariance(tmp_path, tok, accumulation_pair):
     _assert_same_grads(full, split)
 
 
-def test_memory_efficient_path_equals_plain_path(tmp_path, tok):
+@pytest.mark.parametrize("tie", [False, True])
+def test_memory_efficient_path_equals_plain_path(tmp_path, tok, tie):
+    """One optimiser step (GA 2) of the chunked passes (chunk size 7, not dividing the positions) equals the plain
+    full-logits passes: every parameter's gradient, with untied and tied input/output embeddings."""
     rows = qa_rows(8, seed=4)
-    base = tiny_model(tok, seed=2)
+    base = tiny_model(tok, seed=2, tie=tie)
     _, fast = _one_step(tmp_path, copy.deepcopy(base), rows, batch=4, accumulation=2,
                         options=IFTOptions(memory_efficient=True, chunk_size=7), tok=tok)
     _, plain = _one_step(tmp_path, copy.deepcopy(base), rows, batch=4, accumulation=2,
@@ -138,3 +141,42 @@ def test_pass1_greedy_tokens_match_full_logits(tok):
     ref_logps, ref_mask = losses.gather_label_logps(logits, batch["labels"])
     assert torch.equal(mask, ref_mask)
     torch.testing.assert_close(logps, ref_logps, rtol=1e-5, atol=1e-5)
+
+
+def test_pass2_memory_efficient_equals_plain_with_gradients_to_head_and_decoder(tmp_path, tok):
+    """Pass 2 on its own: the hook-based chunked path (LM head over 5 positions at a time, the model's own head on one
+    position) gives the plain path's log-probs and the gradients of every parameter, the LM head and the decoder
+    included (unlike pass 1, pass 2 has a gradient); the input embedding stays without one."""
+    from datasets import Dataset
+    from trl import SFTConfig
+
+    model = tiny_model(tok, seed=9)
+    args = SFTConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none",
+                     activation_checkpointing=False, max_length=64)
+    trainer = IFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(qa_rows(4, seed=9)),
+                         processing_class=tok, ift=IFTOptions(chunk_size=5))
+    batch = next(iter(trainer.get_train_dataloader()))
+    inputs = (batch["input_ids"], batch["attention_mask"], batch["labels"])
+    greedy, _, _ = trainer.pass1(trainer.model, *inputs)
+    intuition = losses.intuition_input_ids(batch["input_ids"], greedy, batch["labels"])
+    head_inputs = []
+    head = trainer.model.get_output_embeddings()
+    handle = head.register_forward_hook(lambda module, args, output: head_inputs.append(args[0].shape))
+    results = {}
+    for memory_efficient in (True, False):
+        trainer.ift = IFTOptions(chunk_size=5, memory_efficient=memory_efficient)
+        trainer.model.zero_grad(set_to_none=True)
+        token_logps, mask = trainer.token_logps_pass2(trainer.model, *inputs, intuition, 0.2)
+        (token_logps * torch.linspace(0.5, 1.5, token_logps.shape[1])).sum().backward()
+        grads = {name: p.grad for name, p in trainer.model.named_parameters()}
+        results[memory_efficient] = token_logps.detach(), mask, grads
+    handle.remove()
+    assert head_inputs[0][1] == 1 and head_inputs[1][1] == batch["input_ids"].shape[1]
+    (fast, fast_mask, fast_grads), (plain, plain_mask, plain_grads) = results[True], results[False]
+    assert torch.equal(fast_mask, plain_mask) and fast_mask.any()
+    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
+    assert fast_grads["model.embed_tokens.weight"] is None and plain_grads["model.embed_tokens.weight"] is None
+    for name in ("lm_head.weight", "model.norm.weight", "model.layers.0.self_attn.q_proj.weight"):
+        assert fast_grads[name] is not None and torch.count_nonzero(fast_grads[name]) > 0, name
+    _assert_same_grads({k: v for k, v in fast_grads.items() if v is not None},
+                       {k: v for k, v in plain_grads.items() if v is not None})

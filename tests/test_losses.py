@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from ift.losses import (
     PROPAGATION_NORMS,
@@ -339,7 +340,8 @@ def lm_head_problem(dtype=torch.float64, bias=False):
     return hidden, weight, lm_bias, labels
 
 
-@pytest.mark.parametrize("chunk_size", [1, 4, 5, 18, 100])  # 18 rows: 4 and 5 do not divide, 100 > rows
+# lm_head_problem scores 8 positions (labels[:, t+1] != -100): 3 and 5 do not divide 8, 100 > 8
+@pytest.mark.parametrize("chunk_size", [1, 3, 5, 8, 100])
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
 @pytest.mark.parametrize("bias", [False, True])
 def test_chunked_label_logps_values_and_gradients_equal_plain_path(chunk_size, dtype, tol, bias):
@@ -361,6 +363,110 @@ def test_chunked_label_logps_values_and_gradients_equal_plain_path(chunk_size, d
     with torch.no_grad():
         no_graph, _ = chunked_label_logps(hidden, weight, labels, chunk_size=chunk_size, lm_head_bias=lm_bias)
     torch.testing.assert_close(no_graph, plain.detach(), rtol=tol, atol=tol)
+
+
+def naive_label_logps(hidden, weight, bias, labels) -> torch.Tensor:
+    """Straight from the definition: full logits, full log_softmax, pick the next label; 0 where it is ignored."""
+    log_probs = torch.log_softmax(F.linear(hidden, weight, bias), dim=-1)
+    rows = []
+    for b in range(labels.shape[0]):
+        row = []
+        for t in range(labels.shape[1] - 1):
+            label = labels[b, t + 1].item()
+            row.append(log_probs[b, t, label] if label != -100 else log_probs.new_zeros(()))
+        rows.append(torch.stack(row))
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 3, 5, 8, 100])  # 8 scored positions; 3 and 5 do not divide 8
+@pytest.mark.parametrize("bias", [False, True])
+def test_chunked_label_logps_matches_naive_log_softmax_gather_float64(chunk_size, bias):
+    """IFT's pass-2 math against full-logits log_softmax + gather, float64: values and the gradients of the hidden
+    states, LM head weight and bias, with prompt, padding and a fully ignored row (labels -100)."""
+    hidden, weight, lm_bias, labels = lm_head_problem(torch.float64, bias)
+    params = [p for p in (hidden, weight, lm_bias) if p is not None]
+    coefficients = torch.randn(3, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    expected = naive_label_logps(hidden, weight, lm_bias, labels)
+    expected_grads = torch.autograd.grad((expected * coefficients).sum(), params)
+    got, mask = chunked_label_logps(hidden, weight, labels, chunk_size=chunk_size, lm_head_bias=lm_bias)
+    got_grads = torch.autograd.grad((got * coefficients).sum(), params)
+    assert got.dtype == torch.float64 and got.shape == (3, 6)
+    assert torch.equal(mask, labels[:, 1:] != -100)
+    assert torch.all(got[~mask] == 0)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
+    for name, got_grad, want in zip(("hidden", "weight", "bias"), got_grads, expected_grads):
+        torch.testing.assert_close(got_grad, want, rtol=0, atol=1e-12, msg=f"gradient of {name}")
+    assert torch.all(got_grads[0][2] == 0)  # the fully ignored row gets no gradient
+    # the hand-written backward against finite differences
+    assert torch.autograd.gradcheck(
+        lambda *args: chunked_label_logps(args[0], args[1], labels, chunk_size=chunk_size,
+                                          lm_head_bias=args[2] if bias else None)[0],
+        tuple(params),
+    )
+
+
+def test_chunked_label_logps_all_ignored_gives_zeros_and_zero_gradients():
+    hidden, weight, _, labels = lm_head_problem(torch.float64)
+    labels = torch.full_like(labels, -100)
+    got, mask = chunked_label_logps(hidden, weight, labels, chunk_size=4)
+    assert not mask.any() and torch.all(got == 0)
+    grad_hidden, grad_weight = torch.autograd.grad(got.sum(), (hidden, weight))
+    assert torch.all(grad_hidden == 0) and torch.all(grad_weight == 0)
+
+
+def test_chunked_label_logps_under_autocast_matches_plain_path():
+    """bf16 autocast (float32 parameters, as Trainer's bf16 on a GPU): the LM head runs in bf16 like F.linear would,
+    log-probs come out in float32 and gradients in the parameters' dtype."""
+    generator = torch.Generator().manual_seed(3)
+    hidden = torch.randn(2, 9, 16, generator=generator).requires_grad_(True)
+    weight = torch.randn(50, 16, generator=generator).requires_grad_(True)
+    labels = torch.randint(0, 50, (2, 9), generator=generator)
+    labels[:, :3] = -100
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        plain, _ = gather_label_logps(F.linear(hidden, weight), labels)
+        chunked, _ = chunked_label_logps(hidden, weight, labels, chunk_size=5)
+    assert chunked.dtype == torch.float32
+    torch.testing.assert_close(chunked, plain, rtol=0, atol=1e-5)
+    coefficients = torch.randn(2, 8, generator=generator)
+    plain_grads = torch.autograd.grad((plain * coefficients).sum(), (hidden, weight))
+    chunked_grads = torch.autograd.grad((chunked * coefficients).sum(), (hidden, weight))
+    for got, want in zip(chunked_grads, plain_grads):
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got, want, rtol=2e-2, atol=2e-2)
+
+
+class _LargestTensor(TorchDispatchMode):
+    """Records the largest number of elements of any tensor an op returns (forward and backward)."""
+
+    def __init__(self):
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for leaf in torch.utils._pytree.tree_leaves(out):
+            if isinstance(leaf, torch.Tensor):
+                self.largest = max(self.largest, leaf.numel())
+        return out
+
+
+def largest_tensor_in_training(compute) -> int:
+    with _LargestTensor() as mode:
+        token_logps, _ = compute()
+        token_logps.sum().backward()
+    return mode.largest
+
+
+def test_chunked_label_logps_never_materialises_full_logits_in_forward_or_backward():
+    """Backward recomputes each chunk's logits: no op, forward or backward, returns more than one chunk of logits."""
+    batch, length, hidden_size, vocab, chunk_size = 2, 50, 8, 1000, 16
+    hidden = torch.randn(batch, length, hidden_size, requires_grad=True)
+    weight = torch.randn(vocab, hidden_size, requires_grad=True)
+    labels = torch.randint(0, vocab, (batch, length))
+    plain = largest_tensor_in_training(lambda: gather_label_logps(F.linear(hidden, weight), labels))
+    chunked = largest_tensor_in_training(lambda: chunked_label_logps(hidden, weight, labels, chunk_size=chunk_size))
+    assert plain >= batch * (length - 1) * vocab  # the mode does see full logits on the plain path
+    assert chunked <= max(vocab * hidden_size, chunk_size * vocab)
 
 
 def saved_tensor_sizes(compute) -> list[int]:

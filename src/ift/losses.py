@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
+from torch.autograd.function import once_differentiable
 
 IGNORE_INDEX = -100
 
@@ -105,10 +105,88 @@ def _lm_head_rows(hidden_states: torch.Tensor, lm_head_weight: torch.Tensor) -> 
     return hidden_states.reshape(batch * length, hidden), batch, length
 
 
-def _chunk_label_logps(
-    rows: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
-) -> torch.Tensor:
-    return _label_logps_from_logits(F.linear(rows, weight, bias), targets)
+def _response_rows(
+    hidden_states: torch.Tensor, labels: torch.Tensor, lm_head_weight: torch.Tensor, ignore_index: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The rows the LM head must score: hidden states ``[n, H]`` of the n positions whose next label counts, their
+    targets ``[n]``, their flat indices into ``[B*L]`` and the response mask ``[B, L-1]``."""
+    all_rows, _, _ = _lm_head_rows(hidden_states, lm_head_weight)
+    targets, response_mask = _shifted_targets(labels, ignore_index)
+    # Row b*L + t of the flattened [B*L, H] hidden states predicts labels[b, t+1]; position L-1 predicts nothing.
+    index = F.pad(response_mask, (0, 1), value=False).reshape(-1).nonzero().squeeze(1)
+    targets = F.pad(targets, (0, 1), value=0).reshape(-1).index_select(0, index)
+    return all_rows.index_select(0, index), targets, index, response_mask
+
+
+class _ChunkedLabelLogps(torch.autograd.Function):
+    """log softmax(rows @ W.T + b)[target] for ``[n, H]`` rows, ``chunk_size`` rows at a time, logits never kept.
+
+    Forward keeps only the per-row log-sum-exp ``[n]`` (besides its inputs). Backward recomputes each chunk's logits
+    (one extra LM-head matmul per chunk) and turns them in place into the logits' gradient
+    ``g · (onehot(target) - softmax)``, so one ``[chunk_size, V]`` float32 buffer exists at a time, in forward and in
+    backward (plus its compute-dtype twin in half precision). The weight and bias gradients are accumulated over
+    chunks in at least float32. Under autocast the matmuls run in the autocast dtype, as ``F.linear`` would.
+    """
+
+    @staticmethod
+    def forward(ctx, rows, targets, weight, bias, chunk_size):
+        device = rows.device.type
+        compute = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else rows.dtype
+        ctx.input_dtypes = (rows.dtype, weight.dtype, None if bias is None else bias.dtype)
+        ctx.chunk_size = chunk_size
+        with torch.autocast(device, enabled=False):
+            rows, weight = rows.to(compute), weight.to(compute)
+            bias = None if bias is None else bias.to(compute)
+            out_dtype = torch.promote_types(compute, torch.float32)
+            token_logps = torch.empty(rows.shape[0], dtype=out_dtype, device=rows.device)
+            log_normalisers = torch.empty_like(token_logps)
+            for start in range(0, rows.shape[0], chunk_size):
+                chunk = slice(start, start + chunk_size)
+                logits = _at_least_float32(F.linear(rows[chunk], weight, bias))
+                target_logits = logits.gather(-1, targets[chunk, None]).squeeze(-1)
+                row_max = logits.amax(-1, keepdim=True)
+                # log-sum-exp in place (torch.logsumexp would allocate a second [chunk, V] temporary)
+                log_normalisers[chunk] = logits.sub_(row_max).exp_().sum(-1).log_() + row_max.squeeze(-1)
+                token_logps[chunk] = target_logits - log_normalisers[chunk]
+        ctx.save_for_backward(rows, targets, weight, bias, log_normalisers)
+        return token_logps
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_logps):
+        rows, targets, weight, bias, log_normalisers = ctx.saved_tensors
+        need_rows, _, need_weight, need_bias, _ = ctx.needs_input_grad
+        rows_dtype, weight_dtype, bias_dtype = ctx.input_dtypes
+        accumulate = torch.promote_types(weight.dtype, torch.float32)
+        grad_rows = torch.empty_like(rows) if need_rows else None
+        grad_weight = torch.zeros(weight.shape, dtype=accumulate, device=weight.device) if need_weight else None
+        grad_bias = torch.zeros(bias.shape, dtype=accumulate, device=bias.device) if need_bias else None
+        grad_logps = grad_logps.to(log_normalisers.dtype)
+        with torch.autocast(rows.device.type, enabled=False):
+            for start in range(0, rows.shape[0], ctx.chunk_size):
+                chunk = slice(start, start + ctx.chunk_size)
+                scale = grad_logps[chunk, None]
+                # d logp / d logits = onehot(target) - softmax: the softmax is rebuilt in place from the logits
+                grad_logits = _at_least_float32(F.linear(rows[chunk], weight, bias))
+                grad_logits.sub_(log_normalisers[chunk, None]).exp_().mul_(-scale)
+                grad_logits.scatter_add_(-1, targets[chunk, None], scale)
+                if need_bias:
+                    grad_bias += grad_logits.sum(0)
+                grad_logits = grad_logits.to(weight.dtype)
+                if need_rows:
+                    grad_rows[chunk] = grad_logits @ weight
+                if need_weight:
+                    if accumulate == weight.dtype:
+                        grad_weight.addmm_(grad_logits.T, rows[chunk])
+                    else:
+                        grad_weight += grad_logits.T @ rows[chunk]
+        return (
+            None if grad_rows is None else grad_rows.to(rows_dtype),
+            None,
+            None if grad_weight is None else grad_weight.to(weight_dtype),
+            None if grad_bias is None else grad_bias.to(bias_dtype),
+            None,
+        )
 
 
 def chunked_label_logps(
@@ -121,29 +199,19 @@ def chunked_label_logps(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Same result as ``gather_label_logps(F.linear(hidden_states, W, b), labels)`` without full logits.
 
-    The positions 0..L-2 of all sequences are flattened into ``B*(L-1)`` rows and the LM head runs over
-    ``chunk_size`` rows at a time, so at most ``[chunk_size, V]`` logits exist at once. Under autograd each
-    chunk is checkpointed: backward recomputes that chunk's logits instead of keeping them, so the memory
-    saving holds in training too (cost: one extra LM-head matmul per chunk). Logit soft-capping/scaling
-    (absent in Mistral) is not applied.
+    Only positions whose next label counts (``labels[:, t+1] != ignore_index``) are scored: their hidden states are
+    gathered into ``n`` rows and the LM head runs over ``chunk_size`` rows at a time, so at most one
+    ``[chunk_size, V]`` float32 logits buffer exists at once, in forward and (recomputed) in backward; see
+    :class:`_ChunkedLabelLogps`. Ignored positions get 0 and no gradient, as on the plain path. Gradients flow to
+    the hidden states, the weight and the bias (cost: one extra LM-head matmul per chunk in backward). Logit
+    soft-capping/scaling (absent in Mistral) is not applied.
     """
     _check_chunk_size(chunk_size)
-    rows, batch, length = _lm_head_rows(hidden_states[:, :-1], lm_head_weight)
-    targets, response_mask = _shifted_targets(labels, ignore_index)
-    flat_targets = targets.reshape(-1)
-    needs_graph = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (hidden_states, lm_head_weight, lm_head_bias)
-    )
-
-    def run_chunk(start: int) -> torch.Tensor:
-        chunk = (rows[start : start + chunk_size], flat_targets[start : start + chunk_size])
-        if needs_graph:
-            return checkpoint(_chunk_label_logps, *chunk, lm_head_weight, lm_head_bias, use_reentrant=False)
-        return _chunk_label_logps(*chunk, lm_head_weight, lm_head_bias)
-
-    pieces = [run_chunk(start) for start in range(0, max(rows.shape[0], 1), chunk_size)]
-    token_logps = torch.cat(pieces).view(batch, length)
-    return token_logps.masked_fill(~response_mask, 0.0), response_mask
+    rows, targets, index, response_mask = _response_rows(hidden_states, labels, lm_head_weight, ignore_index)
+    logps = _ChunkedLabelLogps.apply(rows, targets, lm_head_weight, lm_head_bias, chunk_size)
+    batch, length = labels.shape
+    token_logps = logps.new_zeros(batch * length).index_copy(0, index, logps)
+    return token_logps.view(batch, length)[:, :-1], response_mask
 
 
 @torch.no_grad()

@@ -41,7 +41,7 @@ VARIANTS: dict[str, Variant] = {
     "ift": Variant(
         "ift",
         {"memory_efficient": True},
-        about="IFTTrainer, memory_efficient=true: chunked argmax in pass 1, fused log-probs in pass 2",
+        about="IFTTrainer, memory_efficient=true: chunked argmax in pass 1, chunked label log-probs in pass 2",
     ),
     "ift_plain": Variant(
         "ift",
@@ -52,7 +52,7 @@ VARIANTS: dict[str, Variant] = {
         "ift",
         {"memory_efficient": True},
         {"pass1": {"memory_efficient": False}},
-        about="ablation: full logits in pass 1 only (pass 2 fused)",
+        about="ablation: full logits in pass 1 only (pass 2 chunked)",
     ),
     "ift_plain_pass2": Variant(
         "ift",

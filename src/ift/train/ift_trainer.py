@@ -8,14 +8,19 @@ logging, checkpointing and distributed wiring are SFTTrainer's. Per step (DESIGN
 2. the "intuition" x̃ replaces each response token by that guess (prompt tokens and x_0 stay);
 3. pass 2, with gradient, on the input embeddings (1-λ)·E(x) + λ·E(x̃), where E is the policy's *current*
    input-embedding table used without gradient (so the input path gets no gradient, like the reference);
-4. per-token log-probs of the true labels (TRL's fused, chunked LM head), re-weighted by relation propagation
+4. per-token log-probs of the true labels, with gradient to the LM head and through the hidden states
+   (``ift.losses.chunked_label_logps``: response positions only, the LM head over chunks of positions, each chunk's
+   logits recomputed in backward; no full-vocabulary logits), re-weighted by relation propagation
    (``ift.losses.propagation_weights``, not detached), per-sequence mean, mean over the sequences of the batch.
 
-Both model calls go through the (possibly DDP/FSDP-wrapped) model's own forward; the mixing and the argmax happen
-in forward hooks on the embedding and decoder modules. Under FSDP2, accelerate makes the input embedding its own
-FSDP unit (resharded right after its forward) and [final norm, LM head] another (kept gathered until the backward),
-so the embedding hook is registered *before* FSDP's post-forward reshard (``prepend=True``), and any weight a hook
-still finds sharded (a DTensor) is gathered in full first (no gradient flows through either read).
+Both model calls go through the (possibly DDP/FSDP-wrapped) model's own forward; the mixing and the chunked LM
+head (argmax in pass 1, label log-probs in pass 2) happen in forward hooks on the embedding and decoder modules.
+Under FSDP2, accelerate makes the input embedding its own FSDP unit (resharded right after its forward) and
+[final norm, LM head] another (kept gathered until the backward), so the embedding hook is registered *before*
+FSDP's post-forward reshard (``prepend=True``), and a weight a no-gradient read still finds sharded (a DTensor) is
+gathered in full first (``_full``). Pass 2 reads the LM head *with* gradient; by then the norm has run, so the head
+is FSDP's gathered plain tensor and its gradient is reduce-scattered by FSDP as usual (``_gathered`` refuses a
+DTensor rather than gather it outside FSDP).
 tests/test_distributed.py checks 2-process FSDP2 against 1 process.
 
 Normalisation: the loss is a mean over *sequences*, so under gradient accumulation and across processes the
@@ -49,7 +54,7 @@ class IFTOptions:
     propagation_side: str = "left"
     propagation_norm: str = "L1"
     linear_form: bool = False  # the paper's Eq. 21 (linear in token losses) instead of the reference code's form
-    memory_efficient: bool = True  # chunked argmax + fused log-probs; False = the plain path (full logits)
+    memory_efficient: bool = True  # chunked LM head in both passes; False = the plain path (full logits)
     chunk_size: int = losses.DEFAULT_CHUNK_SIZE
 
     def validate(self) -> None:
@@ -78,6 +83,23 @@ def _full(weight: torch.Tensor | None) -> torch.Tensor | None:
     from torch.distributed.tensor import DTensor
 
     return weight.full_tensor() if isinstance(weight, DTensor) else weight
+
+
+def _gathered(weight: torch.Tensor | None) -> torch.Tensor | None:
+    """A parameter read *with* gradient (pass 2's LM head): it must already be FSDP2's gathered, plain tensor, so
+    that its gradient takes FSDP's own reduce-scatter path. Under accelerate's FSDP2 layout [final norm, LM head] is
+    one unit, gathered when the norm runs (inside the decoder, before the decoder's forward hook) and kept gathered
+    until the backward. A DTensor here means another layout; ``full_tensor()`` would hand each rank an un-reduced
+    gradient, so refuse rather than train wrongly."""
+    from torch.distributed.tensor import DTensor
+
+    if isinstance(weight, DTensor):
+        raise RuntimeError(
+            "IFT pass 2 (memory_efficient: true) found the LM head sharded when the decoder returned; it needs the "
+            "final norm and the LM head in one FSDP unit (accelerate's FSDP2 layout). Use method.memory_efficient="
+            "false with this sharding layout."
+        )
+    return weight
 
 
 class IFTTrainer(SFTTrainer):
@@ -156,14 +178,33 @@ class IFTTrainer(SFTTrainer):
             handle.remove()
 
     def token_logps_pass2(self, model, input_ids, attention_mask, labels, intuition_ids, lam):
-        """Per-token log-probs [B, L-1] of the true labels given the mixed inputs, and the response mask."""
+        """Per-token log-probs [B, L-1] of the true labels given the mixed inputs, and the response mask.
+
+        Memory-efficient path: a forward hook on the decoder hands its final hidden states, with their graph, and the
+        LM head's own weight to ``losses.chunked_label_logps`` (response positions only, chunked, logits recomputed
+        in backward), so gradients reach the head and, through the hidden states, the whole decoder.
+        """
         with self.mixed_input_embeddings(model, intuition_ids, lam):
-            if self.ift.memory_efficient:
-                out = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, fused_lm_head=True,
-                            use_cache=False)
-                return out.log_probs, out.label_mask
-            logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
-            return losses.gather_label_logps(logits, labels)
+            if not self.ift.memory_efficient:
+                logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+                return losses.gather_label_logps(logits, labels)
+            decoder, head, _ = _decoder_and_head(self.accelerator.unwrap_model(model))
+            captured: dict[str, tuple] = {}
+
+            def score_labels(module, args, output):
+                hidden = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
+                captured["pass2"] = losses.chunked_label_logps(
+                    hidden, _gathered(head.weight), labels, chunk_size=self.ift.chunk_size,
+                    lm_head_bias=_gathered(getattr(head, "bias", None)),
+                )
+
+            handle = decoder.register_forward_hook(score_labels)
+            try:
+                # logits_to_keep=1: the model's own LM head runs on one position only (its output is not used).
+                model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, logits_to_keep=1)
+            finally:
+                handle.remove()
+            return captured["pass2"]
 
     # ---- loss ------------------------------------------------------------------------------------------------
     def sequence_losses(self, token_logps, mask) -> torch.Tensor:
