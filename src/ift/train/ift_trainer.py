@@ -139,23 +139,30 @@ class IFTTrainer(SFTTrainer):
         if not self.ift.memory_efficient:
             logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
             return (logits.argmax(-1), *losses.gather_label_logps(logits, labels))
-        decoder, head, _ = _decoder_and_head(self.accelerator.unwrap_model(model))
-        captured: dict[str, tuple] = {}
-
-        def read_head(module, args, output):
-            hidden = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
-            captured["pass1"] = losses.chunked_greedy_and_label_logps(
+        return self.score_final_hidden(
+            model, input_ids, attention_mask,
+            lambda hidden, head: losses.chunked_greedy_and_label_logps(
                 hidden, _full(head.weight), labels, chunk_size=self.ift.chunk_size,
-                lm_head_bias=_full(getattr(head, "bias", None)),
-            )
+                lm_head_bias=_full(getattr(head, "bias", None))),
+        )
 
-        handle = decoder.register_forward_hook(read_head)
+    def score_final_hidden(self, model, input_ids, attention_mask, score):
+        """Run ``model`` and return ``score(final hidden states, LM head)``, computed in a forward hook on the decoder
+        (where FSDP has the head's unit at hand); the model's own LM head runs on one position only
+        (``logits_to_keep=1``) and its output is not used. Both passes' memory-efficient paths go through here."""
+        decoder, head, _ = _decoder_and_head(self.accelerator.unwrap_model(model))
+        captured = []
+
+        def hook(module, args, output):
+            hidden = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
+            captured.append(score(hidden, head))
+
+        handle = decoder.register_forward_hook(hook)
         try:
-            # logits_to_keep=1: the model's own LM head runs on one position only; the hook did the rest.
             model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, logits_to_keep=1)
         finally:
             handle.remove()
-        return captured["pass1"]
+        return captured[0]
 
     # ---- pass 2 ----------------------------------------------------------------------------------------------
     @contextmanager
@@ -188,23 +195,12 @@ class IFTTrainer(SFTTrainer):
             if not self.ift.memory_efficient:
                 logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
                 return losses.gather_label_logps(logits, labels)
-            decoder, head, _ = _decoder_and_head(self.accelerator.unwrap_model(model))
-            captured: dict[str, tuple] = {}
-
-            def score_labels(module, args, output):
-                hidden = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
-                captured["pass2"] = losses.chunked_label_logps(
+            return self.score_final_hidden(
+                model, input_ids, attention_mask,
+                lambda hidden, head: losses.chunked_label_logps(
                     hidden, _gathered(head.weight), labels, chunk_size=self.ift.chunk_size,
-                    lm_head_bias=_gathered(getattr(head, "bias", None)),
-                )
-
-            handle = decoder.register_forward_hook(score_labels)
-            try:
-                # logits_to_keep=1: the model's own LM head runs on one position only (its output is not used).
-                model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, logits_to_keep=1)
-            finally:
-                handle.remove()
-            return captured["pass2"]
+                    lm_head_bias=_gathered(getattr(head, "bias", None))),
+            )
 
     # ---- loss ------------------------------------------------------------------------------------------------
     def sequence_losses(self, token_logps, mask) -> torch.Tensor:
