@@ -62,7 +62,7 @@ def test_table2_values_layout_and_avg_against_hand_computation(tmp_path):
     assert rows[0]["arc"] == (pytest.approx(25.0), None, 1)  # a start point: one evaluation, no std
     table = (out / "table2.md").read_text()
     assert "| + IFT | 40.0 ± 7.1 |" in table
-    assert (out / "table3.csv").read_text().splitlines()[2].startswith("base,sft,45.0000,7.0711,2")
+    assert (out / "table3.csv").read_text().splitlines()[2].startswith("base,sft,ours,45.0000,7.0711,2")
     summary = json.loads((out / "summary.json").read_text())
     assert summary["base/ift/avg"] == pytest.approx(40.0) and summary["base/ift/avg_n"] == 2
     for name in ("table2.tex", "table3.md", "index.md", "plots/task_bars.png", "plots/training_curves.png"):

@@ -3,6 +3,7 @@
     python -m ift.report                                   # the pipeline's stage (params.yaml grid, all required)
     python -m ift.report require_complete=false paths.evals=<multirun evals dir>   # whatever exists
     python -m ift.report update_readme=true                # also refresh README's Results section
+    python -m ift.report with_published=true               # the paper's published numbers under our rows
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ift.paths import CONF_DIR
 from ift.report.build import build_report, load_grid, log_to_wandb, update_readme
+from ift.report.published import DEFAULT_FILE as DEFAULT_PUBLISHED_FILE
 
 
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="report")
@@ -23,9 +25,12 @@ def main(cfg: DictConfig) -> None:
         import yaml
 
         OmegaConf.update(cfg, "profile", yaml.safe_load(Path(cfg.params_file).read_text()).get("profile", "tiny"))
+    with_published = cfg.profile == "paper" if cfg.with_published is None else bool(cfg.with_published)
+    published_file = Path(cfg.published_file) if cfg.published_file else DEFAULT_PUBLISHED_FILE
     result = build_report(evals_dir=Path(cfg.paths.evals), runs_dir=Path(cfg.paths.runs),
                           out_dir=Path(cfg.paths.report), methods=methods, starts=starts, seeds=seeds,
-                          profile=str(cfg.profile), require_complete=bool(cfg.require_complete))
+                          profile=str(cfg.profile), require_complete=bool(cfg.require_complete),
+                          published_file=published_file if with_published else None)
     if cfg.update_readme:
         changed = update_readme(Path(cfg.paths.readme), Path(cfg.paths.report))
         print(f"[report] README Results section {'updated' if changed else 'already current'}")

@@ -8,8 +8,10 @@ from pathlib import Path
 
 from ift.io import write_json_atomic, write_text_atomic
 from ift.report import plots
+from ift.report.published import load_published
 from ift.report.tables import (
     ALPACA_COLUMNS,
+    ALPACA_COLUMNS_PAPER,
     LEADERBOARD_COLUMNS,
     collect,
     table_rows,
@@ -27,11 +29,14 @@ class IncompleteResults(RuntimeError):
     """Expected evaluations are missing (the pipeline requires every cell)."""
 
 
-def summary_metrics(rows2: Sequence[dict], rows3: Sequence[dict]) -> dict:
+def summary_metrics(rows2: Sequence[dict], rows3: Sequence[dict],
+                    alpaca_columns: Sequence[tuple[str, str]] = ALPACA_COLUMNS) -> dict:
     """Flat DVC metrics: '<start>/<method>/<column>' -> mean (and '.../std' when there are several seeds)."""
     metrics = {}
-    for rows, columns in ((rows2, TABLE2_COLUMNS), (rows3, ALPACA_COLUMNS)):
+    for rows, columns in ((rows2, TABLE2_COLUMNS), (rows3, alpaca_columns)):
         for row in rows:
+            if row.get("source") == "paper":  # published numbers are data, not metrics of this pipeline's runs
+                continue
             for key, _ in columns:
                 if row[key] is None:
                     continue
@@ -45,30 +50,45 @@ def summary_metrics(rows2: Sequence[dict], rows3: Sequence[dict]) -> dict:
 
 
 def build_report(*, evals_dir: Path, runs_dir: Path, out_dir: Path, methods: Sequence[str],
-                 starts: Sequence[str], seeds: Sequence[int], profile: str, require_complete: bool) -> dict:
-    """Write every report file; returns {"rows2", "rows3", "missing", "files"}."""
+                 starts: Sequence[str], seeds: Sequence[int], profile: str, require_complete: bool,
+                 published_file: Path | None = None) -> dict:
+    """Write every report file; returns {"rows2", "rows3", "alpaca_columns", "missing", "files"}.
+
+    ``published_file`` (the paper profile's default): print the paper's published numbers under our rows.
+    """
     cells, missing = collect(evals_dir, methods, starts, seeds)
     if missing and require_complete:
         shown = ", ".join(missing[:8]) + (f" ... ({len(missing)} in all)" if len(missing) > 8 else "")
         raise IncompleteResults(f"missing evaluations under {evals_dir}: {shown}")
-    rows2 = table_rows(cells, methods, starts, TABLE2_COLUMNS)
-    rows3 = table_rows(cells, methods, starts, ALPACA_COLUMNS)
+    published, published_note = {}, ""
+    if published_file is not None:
+        source, published = load_published(Path(published_file))
+        if any(published.values()):
+            published_note = f" Rows marked (paper): published in {source['citation'].strip()}"
+        else:
+            published_note = (f" The paper's published numbers are not transcribed yet ({Path(published_file).name}"
+                              " has no rows), so no paper rows are shown.")
+            print(f"[report] WARNING: {published_file} has no rows: the paper's numbers are not shown beside ours")
+    alpaca_columns = ALPACA_COLUMNS_PAPER if profile == "paper" else ALPACA_COLUMNS
+    rows2 = table_rows(cells, methods, starts, TABLE2_COLUMNS, published.get("table2"))
+    rows3 = table_rows(cells, methods, starts, alpaca_columns, published.get("table3"))
     seeds_note = f"mean ± std over seeds {list(seeds)} (sample std); profile={profile}"
     files = {}
     for stem, rows, columns, caption in (
-        ("table2", rows2, TABLE2_COLUMNS, f"Open LLM Leaderboard analogs (%), {seeds_note}."),
-        ("table3", rows3, ALPACA_COLUMNS, f"AlpacaEval analog: win rate vs the reference (%), {seeds_note}."),
+        ("table2", rows2, TABLE2_COLUMNS, f"Open LLM Leaderboard analogs (%), {seeds_note}.{published_note}"),
+        ("table3", rows3, alpaca_columns,
+         f"AlpacaEval analog: win rate vs the reference (%), {seeds_note}.{published_note}"),
     ):
         files[f"{stem}.md"] = write_text_atomic(out_dir / f"{stem}.md", f"{caption}\n\n" + to_markdown(rows, columns))
         files[f"{stem}.csv"] = write_text_atomic(out_dir / f"{stem}.csv", to_csv(rows, columns))
         files[f"{stem}.tex"] = write_text_atomic(out_dir / f"{stem}.tex", to_latex(rows, columns, caption))
-    files["summary.json"] = write_json_atomic(out_dir / "summary.json", summary_metrics(rows2, rows3))
+    files["summary.json"] = write_json_atomic(out_dir / "summary.json", summary_metrics(rows2, rows3, alpaca_columns))
     plot_dir = out_dir / "plots"
     files["task_bars.png"] = plots.task_bars(rows2, plot_dir / "task_bars.png")
     files["training_curves.png"] = plots.training_curves(runs_dir, plot_dir / "training_curves.png")
     files["ift_dynamics.png"] = plots.ift_dynamics(runs_dir, plot_dir / "ift_dynamics.png")
     files["index.md"] = write_text_atomic(out_dir / "index.md", index_markdown(out_dir, missing))
-    return {"rows2": rows2, "rows3": rows3, "missing": missing, "files": files}
+    return {"rows2": rows2, "rows3": rows3, "alpaca_columns": alpaca_columns, "missing": missing, "files": files}
 
 
 def index_markdown(out_dir: Path, missing: Sequence[str]) -> str:
@@ -146,7 +166,8 @@ def log_to_wandb(result: dict, logger_cfg, profile: str) -> None:
     import wandb
 
     run = wandb.init(job_type="report", name=f"report-{profile}", config={"profile": profile})
-    for stem, rows, columns in (("table2", result["rows2"], TABLE2_COLUMNS), ("table3", result["rows3"], ALPACA_COLUMNS)):
+    for stem, rows, columns in (("table2", result["rows2"], TABLE2_COLUMNS),
+                                ("table3", result["rows3"], result["alpaca_columns"])):
         header = ["start", "method", *(f"{key}_mean" for key, _ in columns), *(f"{key}_std" for key, _ in columns)]
         data = [[row["start"], row["method"], *((row[k][0] if row[k] else None) for k, _ in columns),
                  *((row[k][1] if row[k] else None) for k, _ in columns)] for row in rows]

@@ -33,7 +33,7 @@ def task_bars(rows: list[dict], path: Path) -> Path:
             means = [row[key][0] if row[key] else 0.0 for key, _ in columns]
             errors = [(row[key][1] or 0.0) if row[key] else 0.0 for key, _ in columns]
             ax.bar([j + i * width for j in range(len(columns))], means, width, yerr=errors, capsize=2,
-                   label=row["row"])
+                   label=row["row"], hatch="//" if row.get("source") == "paper" else None)  # published numbers
         ax.set_xticks([j + 0.4 - width / 2 for j in range(len(columns))], [title for _, title in columns])
         ax.set_ylabel("score (%)")
         ax.set_title(START_TITLES.get(start, start))

@@ -25,6 +25,9 @@ LEADERBOARD_COLUMNS = (
 )
 AVG_TASKS = ("arc", "mmlu", "truthfulqa_mc2", "winogrande", "gsm8k")  # the paper's Avg leaves ARC-Gen out
 ALPACA_COLUMNS = (("win_rate", "Win rate"), ("lc_win_rate_minimal", "LC win rate (minimal GLM)"))
+# The paper profile also has AlpacaEval 2's official length-controlled win rate (the paper's Table 3 column).
+ALPACA_COLUMNS_PAPER = (("win_rate", "Win rate"), ("lc_win_rate", "LC win rate"),
+                        ("lc_win_rate_minimal", "LC win rate (minimal GLM)"))
 METHOD_TITLES = {"sft": "+ SFT", "sft_dpo": "+ SFT + DPO", "orpo": "+ ORPO", "ift": "+ IFT"}
 START_TITLES = {"base": "base (Mistral-7B analog)", "sft_beta": "sft_beta (Mistral-7B-sft-beta analog)"}
 CELL_NAME = re.compile(r"^(?P<method>[a-z_]+)-(?P<start>base|sft_beta)-s(?P<seed>\d+)$")
@@ -91,21 +94,30 @@ def collect(evals_dir: Path, methods: Iterable[str], starts: Iterable[str], seed
 
 
 def _alpaca_values(result: Mapping) -> dict[str, float | None]:
-    return {key: result.get(key) for key, _ in ALPACA_COLUMNS}
+    return {key: result.get(key) for key, _ in ALPACA_COLUMNS_PAPER}
 
 
-def table_rows(cells, methods, starts, columns: Sequence[tuple[str, str]]) -> list[dict]:
-    """Rows in the paper's layout: each start point, then each method under it; cells as (mean, std, n)."""
+def table_rows(cells, methods, starts, columns: Sequence[tuple[str, str]],
+               published: Mapping[tuple[str, str | None], Mapping[str, float]] | None = None) -> list[dict]:
+    """Rows in the paper's layout: each start point, then each method under it; cells as (mean, std, n).
+
+    ``published`` ((start, method) -> column -> value, from ift.report.published) adds the paper's own row right
+    under ours, marked ``source: paper``; its cells are (value, None, 0): one published number, no seeds of ours.
+    """
     rows = []
     for start in starts:
         for method in [None, *methods]:
             cell = cells.get((start, method))
-            row = {"start": start, "method": method or "-",
-                   "row": START_TITLES.get(start, start) if method is None else METHOD_TITLES.get(method, method)}
+            title = START_TITLES.get(start, start) if method is None else METHOD_TITLES.get(method, method)
+            row = {"start": start, "method": method or "-", "row": title, "source": "ours"}
             for key, _ in columns:
                 values = cell.values.get(key, []) if cell else []
                 row[key] = (*mean_std(values), len(values)) if values else None
             rows.append(row)
+            paper = (published or {}).get((start, method))
+            if paper:
+                rows.append({"start": start, "method": method or "-", "row": f"{title} (paper)", "source": "paper",
+                             **{key: (paper[key], None, 0) if key in paper else None for key, _ in columns}})
     return rows
 
 
@@ -121,15 +133,16 @@ def to_markdown(rows: Sequence[dict], columns: Sequence[tuple[str, str]], title_
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         label = f"**{row['row']}**" if row["method"] == "-" else row["row"]
+        label = f"*{row['row']}*" if row.get("source") == "paper" else label
         lines.append("| " + " | ".join([label, *(_fmt(row[key]) for key, _ in columns)]) + " |")
     return "\n".join(lines) + "\n"
 
 
 def to_csv(rows: Sequence[dict], columns: Sequence[tuple[str, str]]) -> str:
-    header = ["start", "method"] + [f"{key}_{stat}" for key, _ in columns for stat in ("mean", "std", "n")]
+    header = ["start", "method", "source"] + [f"{key}_{stat}" for key, _ in columns for stat in ("mean", "std", "n")]
     lines = [",".join(header)]
     for row in rows:
-        fields = [row["start"], row["method"]]
+        fields = [row["start"], row["method"], row.get("source", "ours")]
         for key, _ in columns:
             entry = row[key]
             if entry is None:
@@ -153,6 +166,7 @@ def to_latex(rows: Sequence[dict], columns: Sequence[tuple[str, str]], caption: 
              " & ".join(["Model", *(title for _, title in columns)]) + r" \\", r"\midrule"]
     for row in rows:
         label = row["row"].replace("_", r"\_").replace("+", r"$+$")
+        label = f"\\textit{{{label}}}" if row.get("source") == "paper" else label
         lines.append(" & ".join([label, *(cell(row[key]) for key, _ in columns)]) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", f"\\caption{{{caption}}}", r"\end{table}"]
     return "\n".join(lines) + "\n"
