@@ -95,3 +95,15 @@ def test_report_outputs_are_committed_files_not_cache(repo):
     report = next(stage for stage in repo.index.stages if stage.addressing == "report")
     assert report.outs and all(not out.use_cache for out in report.outs)
     assert all(out.def_path.startswith("report/") for out in report.outs)
+
+
+def test_python_bytecode_is_not_a_stage_dependency(repo):
+    """Stages depend on source folders (src/ift/world, ...). Bytecode caches inside them must not count: their bytes
+    carry source mtimes and a fresh clone has none, so counting them made every stage look changed after a clone."""
+    source_dirs = {dep.def_path for stage in repo.index.stages for dep in stage.deps
+                   if dep.def_path.startswith("src/") and (REPO_ROOT / dep.def_path).is_dir()}
+    assert "src/ift/world" in source_dirs
+    for directory in sorted(source_dirs):
+        cache = REPO_ROOT / directory / "__pycache__"
+        assert repo.dvcignore.is_ignored(repo.fs, str(cache / "module.cpython-311.pyc")), directory
+        assert not repo.dvcignore.is_ignored(repo.fs, str(REPO_ROOT / directory / "__init__.py")), directory

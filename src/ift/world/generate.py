@@ -15,6 +15,7 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerFast
 
+from ift.io import atomic_directory
 from ift.world.alpaca import alpaca_eval_set
 from ift.world.arithmetic import heldout_pairs
 from ift.world.chat import chat_rows
@@ -23,7 +24,7 @@ from ift.world.entities import World, build_world
 from ift.world.prefs import prefs_rows
 from ift.world.qa import ITEM_KIND_WEIGHTS, distinct_items
 from ift.world.side import make_sides
-from ift.world.storage import atomic_directory, relative_files, sha256_file, write_json, write_jsonl
+from ift.world.storage import relative_files, sha256_file, write_json, write_jsonl
 from ift.world.tasks import TASKS, task_split
 from ift.world.tokenizer import render_chat, train_tokenizer
 

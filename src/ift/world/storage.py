@@ -1,18 +1,11 @@
-"""Writing the world to disk: deterministic serialisation and an all-or-nothing directory swap.
-
-The world is built in a temporary sibling directory and renamed into place only when complete, so an
-interrupted run never leaves a half-written world where later stages would read it.
-"""
+"""Writing the world to disk: deterministic serialisation (the all-or-nothing directory swap the world is built
+in is ift.io.atomic_directory, shared with the other stages)."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
-import shutil
-import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -42,23 +35,3 @@ def sha256_file(path: Path) -> str:
 def relative_files(root: Path) -> list[str]:
     """Every file under root, as sorted POSIX paths relative to it."""
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
-
-
-@contextlib.contextmanager
-def atomic_directory(final: Path) -> Iterator[Path]:
-    """Yield an empty temporary directory beside `final`; on success it replaces `final` (two renames on the
-    same filesystem), on failure it is deleted and `final` is left as it was."""
-    final = Path(final).resolve()
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    staging.chmod(0o755)  # mkdtemp makes it private; the world is meant to be read by every stage
-    try:
-        yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    retired = final.with_name(f".{final.name}.old-{os.getpid()}")
-    if final.exists():
-        os.replace(final, retired)
-    os.replace(staging, final)
-    shutil.rmtree(retired, ignore_errors=True)
