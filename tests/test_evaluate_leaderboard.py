@@ -17,19 +17,14 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import compose
+from conftest import build_world, compose
 
 WINDOW = 512  # conf/model/tiny.yaml max_position_embeddings
 
 
 @pytest.fixture(scope="module")
 def tiny_world(tmp_path_factory):
-    from ift.world import generate_world
-
-    cfg = compose(["profile=tiny"])
-    world = tmp_path_factory.mktemp("tiny_world") / "world"
-    generate_world(OmegaConf.to_container(cfg.data.world, resolve=True), world)
-    return world
+    return build_world("tiny", tmp_path_factory.mktemp("tiny_world") / "world")
 
 
 @pytest.fixture(scope="module")
@@ -157,11 +152,18 @@ def world_tokenizer(tiny_world):
 def test_oracle_scores_one_on_every_task_and_every_prompt_fits(tiny_world, suite, world_tokenizer, tmp_path,
                                                               monkeypatch):
     answers = WorldAnswers(tiny_world)
+    gsm8k_prompts = []
+
+    def respond_gen(req, ctx):
+        if req.task_name == "toy_gsm8k":
+            gsm8k_prompts.append((ctx, answers.row("gsm8k", req.doc)["question"]))
+        return answers.generation(req.task_name, req.doc)
+
     lm = make_fake_lm(
         world_tokenizer,
         lambda req, ctx, cont: (0.0, True) if answers.is_right_loglikelihood(req.task_name, req.doc, ctx, cont)
         else (-1000.0, False),
-        lambda req, ctx: answers.generation(req.task_name, req.doc),
+        respond_gen,
         measure=True,
     )
     record = _run(lm, suite, tmp_path, monkeypatch)
@@ -174,6 +176,9 @@ def test_oracle_scores_one_on_every_task_and_every_prompt_fits(tiny_world, suite
     # The shot counts leave every prompt (and the generation budget) inside the tiny model's window.
     assert set(lm.longest) == {spec.lm_eval_task for spec in suite.tasks}
     assert max(lm.longest.values()) <= WINDOW, lm.longest
+    # GSM8K is asked as the chat data asks: the question alone as the only user turn (no "Question:", no shots)
+    assert gsm8k_prompts and all(ctx.count("<|user|>") == 1 and last_user_turn(ctx) == question
+                                 for ctx, question in gsm8k_prompts)
 
 
 def _chance(world: Path) -> dict[str, float]:

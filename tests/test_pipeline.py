@@ -86,6 +86,8 @@ def test_every_tracked_param_key_exists_in_its_file(repo):
 def test_every_stage_command_runs_an_existing_module(repo):
     for stage in repo.index.stages:
         argv = shlex.split(stage.cmd)
+        while argv and "=" in argv[0] and argv[0].split("=", 1)[0].isidentifier():
+            argv = argv[1:]  # leading environment assignments (OMP_NUM_THREADS=... on training stages)
         assert argv[:2] == ["python", "-m"], stage.cmd
         assert importlib.util.find_spec(argv[2]) is not None, f"{stage.addressing}: no module {argv[2]}"
 
@@ -107,3 +109,12 @@ def test_python_bytecode_is_not_a_stage_dependency(repo):
         cache = REPO_ROOT / directory / "__pycache__"
         assert repo.dvcignore.is_ignored(repo.fs, str(cache / "module.cpython-311.pyc")), directory
         assert not repo.dvcignore.is_ignored(repo.fs, str(REPO_ROOT / directory / "__init__.py")), directory
+
+
+def test_training_stages_pin_their_cpu_threads(repo):
+    """CPU numbers depend on the thread count, so every training stage takes it from params.yaml, not the machine."""
+    threads = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())["cpu_threads"]
+    training = [stage for stage in repo.index.stages if stage.addressing.split("@")[0] in ("base", "sft_beta", "train")]
+    assert len(training) > 2
+    for stage in training:
+        assert stage.cmd.startswith(f"OMP_NUM_THREADS={threads} python -m ift.train"), stage.cmd
