@@ -42,20 +42,28 @@ def compose(overrides: list[str] | None = None, root: Path | None = None):
         return hydra_compose(config_name="config", overrides=overrides)
 
 
+def build_world(profile: str, directory: Path, root: Path | None = None) -> Path:
+    """Generate the ``profile``'s miniature world into ``directory`` with the real stage code; returns it."""
+    from omegaconf import OmegaConf
+
+    from ift.world import generate_world
+
+    cfg = compose([f"profile={profile}"], root=root)
+    generate_world(OmegaConf.to_container(cfg.data.world, resolve=True), directory)
+    return Path(directory)
+
+
 @pytest.fixture(scope="session")
 def smoke_root(tmp_path_factory):
     """A repo-like root with the smoke world and both smoke start points, built by the real stage code.
 
     Session-scoped and shared by every test marked ``xdist_group("smoke_pipeline")`` (one worker builds it once).
     """
-    from omegaconf import OmegaConf
-
     from ift.train.start_points import build_base, build_sft_beta
-    from ift.world import generate_world
 
     root = tmp_path_factory.mktemp("smoke_root")
     cfg = compose(["profile=smoke", "logger=none"], root=root)
-    generate_world(OmegaConf.to_container(cfg.data.world, resolve=True), cfg.paths.world)
+    build_world("smoke", cfg.paths.world, root=root)
     build_base(cfg)
     build_sft_beta(cfg)
     return root

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import compose
+from conftest import build_world, compose
 
 PADDING = " I hope this helps you. Let me know if you want to learn more about the creatures of this world."
 WORD_PROBLEM_PADDING = "Let us solve this step by step.\n"
@@ -23,12 +23,7 @@ WORD_PROBLEM_PADDING = "Let us solve this step by step.\n"
 
 @pytest.fixture(scope="module")
 def smoke_world(tmp_path_factory):
-    from ift.world import generate_world
-
-    cfg = compose(["profile=smoke"])
-    world = tmp_path_factory.mktemp("smoke_world") / "world"
-    generate_world(OmegaConf.to_container(cfg.data.world, resolve=True), world)
-    return world
+    return build_world("smoke", tmp_path_factory.mktemp("smoke_world") / "world")
 
 
 def _world_judge_inputs(world):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import REPO_ROOT, compose
+from conftest import REPO_ROOT, build_world, compose
 
 TASK_KEYS = ["arc", "arc_gen", "mmlu", "truthfulqa_mc2", "winogrande", "gsm8k"]
 
@@ -25,11 +25,9 @@ def root(tmp_path_factory):
 
     from ift.train.checkpoints import save_checkpoint
     from ift.train.start_points import build_tiny_model
-    from ift.world import generate_world
-
     root = tmp_path_factory.mktemp("eval_root")
     cfg = compose(["profile=smoke"], root=root)
-    generate_world(OmegaConf.to_container(cfg.data.world, resolve=True), cfg.paths.world)
+    build_world("smoke", cfg.paths.world, root=root)
     tokenizer = AutoTokenizer.from_pretrained(Path(cfg.paths.world) / "tokenizer")
     shape = OmegaConf.create({"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
                               "num_attention_heads": 4, "num_key_value_heads": 2,
