@@ -92,3 +92,17 @@ def no_network(monkeypatch):
     monkeypatch.setattr(socket.socket, "connect_ex", guarded(socket.socket.connect_ex))
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
+
+
+@pytest.fixture
+def restore_wandb_env():
+    """Each test gets its own W&B service: an earlier in-process evaluation in this worker (tests/test_evaluate_app)
+    may have left one behind whose socket is gone."""
+    import wandb
+
+    wandb.teardown()
+    saved = {k: v for k, v in os.environ.items() if k.startswith("WANDB_")}
+    yield
+    for key in [k for k in os.environ if k.startswith("WANDB_")]:
+        del os.environ[key]
+    os.environ.update(saved)

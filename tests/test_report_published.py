@@ -143,3 +143,25 @@ def test_the_report_command_adds_paper_rows_in_the_paper_profile_only(tmp_path):
                         f"paths.root={tmp_path}", f"paths.evals={evals}", f"paths.report={out}",
                         f"published_file={tmp_path / 'published.yaml'}"], check=True, capture_output=True)
         assert ("(paper)" in (out / "table2.md").read_text()) is expect, profile
+
+
+def test_the_wandb_summary_tables_mark_the_paper_rows(tmp_path, restore_wandb_env):
+    import glob
+
+    import wandb
+    from omegaconf import OmegaConf
+
+    from ift.report.build import log_to_wandb
+
+    result, _ = _report(tmp_path, FIXTURE)
+    logger = OmegaConf.create({"report_to": "wandb", "mode": "offline", "project": "ift-test", "group": "g",
+                               "dir": str(tmp_path / "wb")})
+    log_to_wandb(result, logger, "paper")
+    wandb.teardown()
+    files = glob.glob(str(tmp_path / "wb" / "wandb" / "offline-run-*" / "files" / "media" / "table" / "table2_*.json"))
+    assert len(files) == 1
+    table = json.loads(open(files[0]).read())
+    rows = [dict(zip(table["columns"], row)) for row in table["data"]]
+    assert [(r["start"], r["method"], r["source"]) for r in rows][1:3] == [("base", "ift", "ours"),
+                                                                          ("base", "ift", "paper")]
+    assert rows[2]["arc_mean"] == 61.25

@@ -11,20 +11,6 @@ from ift.tracking import configure_tracking
 from tiny_lm import qa_rows, tiny_model, tiny_tokenizer
 
 
-@pytest.fixture
-def restore_wandb_env():
-    """Each test gets its own W&B service: an earlier in-process evaluation in this worker (tests/test_evaluate_app)
-    may have left one behind whose socket is gone."""
-    import wandb
-
-    wandb.teardown()
-    saved = {k: v for k, v in os.environ.items() if k.startswith("WANDB_")}
-    yield
-    for key in [k for k in os.environ if k.startswith("WANDB_")]:
-        del os.environ[key]
-    os.environ.update(saved)
-
-
 def test_training_run_writes_an_offline_wandb_run_with_group_and_tags(tmp_path, restore_wandb_env):
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer

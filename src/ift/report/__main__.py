@@ -20,11 +20,9 @@ from ift.report.published import DEFAULT_FILE as DEFAULT_PUBLISHED_FILE
 
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="report")
 def main(cfg: DictConfig) -> None:
-    methods, starts, seeds = load_grid(Path(cfg.params_file))
+    methods, starts, seeds, params_profile = load_grid(Path(cfg.params_file))
     if cfg.profile is None:  # the pipeline's own profile (a Hydra override `profile=` would name the config group)
-        import yaml
-
-        OmegaConf.update(cfg, "profile", yaml.safe_load(Path(cfg.params_file).read_text()).get("profile", "tiny"))
+        OmegaConf.update(cfg, "profile", params_profile)
     with_published = cfg.profile == "paper" if cfg.with_published is None else bool(cfg.with_published)
     published_file = Path(cfg.published_file) if cfg.published_file else DEFAULT_PUBLISHED_FILE
     result = build_report(evals_dir=Path(cfg.paths.evals), runs_dir=Path(cfg.paths.runs),

@@ -146,13 +146,14 @@ def readme_block(readme: Path) -> str:
     return text[start : text.index(README_END) + len(README_END)]
 
 
-def load_grid(params_file: Path) -> tuple[list[str], list[str], list[int]]:
-    """methods, starts, seeds from the pipeline's params.yaml."""
+def load_grid(params_file: Path) -> tuple[list[str], list[str], list[int], str]:
+    """methods, starts, seeds and profile (tiny when absent) from the pipeline's params.yaml."""
     import yaml
 
     params = yaml.safe_load(params_file.read_text())
     try:
-        return list(params["methods"]), list(params["starts"]), [int(s) for s in params["seeds"]]
+        return (list(params["methods"]), list(params["starts"]), [int(s) for s in params["seeds"]],
+                str(params.get("profile", "tiny")))
     except KeyError as err:
         raise ValueError(f"{params_file} lacks {err}; it needs methods, starts and seeds") from err
 
@@ -168,8 +169,9 @@ def log_to_wandb(result: dict, logger_cfg, profile: str) -> None:
     run = wandb.init(job_type="report", name=f"report-{profile}", config={"profile": profile})
     for stem, rows, columns in (("table2", result["rows2"], TABLE2_COLUMNS),
                                 ("table3", result["rows3"], result["alpaca_columns"])):
-        header = ["start", "method", *(f"{key}_mean" for key, _ in columns), *(f"{key}_std" for key, _ in columns)]
-        data = [[row["start"], row["method"], *((row[k][0] if row[k] else None) for k, _ in columns),
+        header = ["start", "method", "source", *(f"{key}_mean" for key, _ in columns),
+                  *(f"{key}_std" for key, _ in columns)]
+        data = [[row["start"], row["method"], row["source"], *((row[k][0] if row[k] else None) for k, _ in columns),
                  *((row[k][1] if row[k] else None) for k, _ in columns)] for row in rows]
         run.log({stem: wandb.Table(columns=header, data=data)})
     for name, path in result["files"].items():
