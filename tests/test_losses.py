@@ -457,20 +457,8 @@ def largest_tensor_in_training(compute) -> int:
     return mode.largest
 
 
-def test_chunked_label_logps_never_materialises_full_logits_in_forward_or_backward():
-    """Backward recomputes each chunk's logits: no op, forward or backward, returns more than one chunk of logits."""
-    batch, length, hidden_size, vocab, chunk_size = 2, 50, 8, 1000, 16
-    hidden = torch.randn(batch, length, hidden_size, requires_grad=True)
-    weight = torch.randn(vocab, hidden_size, requires_grad=True)
-    labels = torch.randint(0, vocab, (batch, length))
-    plain = largest_tensor_in_training(lambda: gather_label_logps(F.linear(hidden, weight), labels))
-    chunked = largest_tensor_in_training(lambda: chunked_label_logps(hidden, weight, labels, chunk_size=chunk_size))
-    assert plain >= batch * (length - 1) * vocab  # the mode does see full logits on the plain path
-    assert chunked <= max(vocab * hidden_size, chunk_size * vocab)
-
-
-def saved_tensor_sizes(compute) -> list[int]:
-    """Number of elements of every tensor autograd saves for backward while ``compute()`` runs."""
+def largest_saved_for_backward(compute) -> int:
+    """Elements of the largest tensor autograd saves for backward while ``compute()`` runs."""
     sizes = []
 
     def record(tensor):
@@ -479,19 +467,22 @@ def saved_tensor_sizes(compute) -> list[int]:
 
     with torch.autograd.graph.saved_tensors_hooks(record, lambda tensor: tensor):
         compute()
-    return sizes
+    return max(sizes)
 
 
-def test_chunked_label_logps_keeps_no_full_logits_for_backward():
-    """Training memory: only the LM head weight and per-chunk inputs are saved, never [rows, V] logits."""
+@pytest.mark.parametrize("largest", [largest_tensor_in_training, largest_saved_for_backward],
+                         ids=["any op output, forward or backward", "saved for backward"])
+def test_chunked_label_logps_never_holds_full_logits(largest):
+    """No op output (forward or backward: backward recomputes each chunk's logits) and nothing saved for backward is
+    larger than the LM head weight or one chunk of logits; the plain path's full [rows, V] logits are seen by both."""
     batch, length, hidden_size, vocab, chunk_size = 2, 50, 8, 1000, 16
     hidden = torch.randn(batch, length, hidden_size, requires_grad=True)
     weight = torch.randn(vocab, hidden_size, requires_grad=True)
     labels = torch.randint(0, vocab, (batch, length))
-    plain = saved_tensor_sizes(lambda: gather_label_logps(F.linear(hidden, weight), labels))
-    chunked = saved_tensor_sizes(lambda: chunked_label_logps(hidden, weight, labels, chunk_size=chunk_size))
-    assert max(plain) >= batch * (length - 1) * vocab  # the hook does see full logits on the plain path
-    assert max(chunked) <= max(vocab * hidden_size, chunk_size * vocab)
+    plain = largest(lambda: gather_label_logps(F.linear(hidden, weight), labels))
+    chunked = largest(lambda: chunked_label_logps(hidden, weight, labels, chunk_size=chunk_size))
+    assert plain >= batch * (length - 1) * vocab  # the measurement does see full logits on the plain path
+    assert chunked <= max(vocab * hidden_size, chunk_size * vocab)
 
 
 @pytest.mark.parametrize("chunk_size", [1, 4, 5, 21, 100])
