@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+from types import SimpleNamespace
 
 import pytest
+import torch
 
 from conftest import compose
 from ift.train.checkpoints import CheckpointError, check_checkpoint_dir, load_causal_lm
@@ -37,6 +39,52 @@ def test_sft_beta_quality_report_is_measured_and_consistent(smoke_root):
         assert entry["n_chat_prompts"] > 0 and entry["n_gsm8k"] > 0
     assert set(quality["bar"]) == {"sft_beta_wellformed_min", "sft_beta_wellformed_ok",
                                    "sft_beta_exact_match_above_base"}
+    for name in ("base", "sft_beta"):
+        recall = quality[name]["fact_recall"]
+        assert set(recall) == {"train", "heldout"}
+        for group in recall.values():
+            assert set(group) == {"all", "color", "home", "food", "legs"}
+            assert all(0.0 <= value <= 1.0 for value in group.values())
+
+
+class _OracleLM(torch.nn.Module):
+    """Puts all probability on the next token of whichever of `sentences` the input so far begins: a model that
+    knows exactly those sentences (used with the true facts, or with a wrong value for every fact)."""
+
+    def __init__(self, sentences: list[list[int]], vocab: int):
+        super().__init__()
+        self.sentences, self.vocab = sentences, vocab
+
+    def forward(self, input_ids):
+        logits = torch.zeros(*input_ids.shape, self.vocab)
+        for row, ids in enumerate(input_ids.tolist()):
+            for pos in range(len(ids)):
+                for sentence in self.sentences:
+                    if len(sentence) > pos + 1 and sentence[: pos + 1] == ids[: pos + 1]:
+                        logits[row, pos, sentence[pos + 1]] = 30.0
+        return SimpleNamespace(logits=logits)
+
+
+@pytest.mark.parametrize("lying", [False, True])
+def test_fact_recall_scores_an_oracle_one_and_a_liar_zero(smoke_root, lying):
+    from ift.train.quality import RECALL_TEMPLATES, fact_recall
+    from ift.world.entities import COLORS, FOODS, LEG_COUNTS, TOWNS
+
+    world_dir = smoke_root / "outputs" / "world"
+    tokenizer = load_causal_lm(smoke_root / "outputs" / "models" / "base")[1]
+    values = {"color": COLORS, "home": TOWNS, "food": FOODS, "legs": tuple(map(str, LEG_COUNTS))}
+    species = json.loads((world_dir / "world.json").read_text())["species"]
+    sentences = []
+    for creature in species:
+        for attribute, (prompt, suffix) in RECALL_TEMPLATES.items():
+            truth = str(creature[attribute])
+            value = next(v for v in values[attribute] if v != truth) if lying else truth
+            text = f"{prompt.format(s=creature['name'])} {value}{suffix}"
+            sentences.append(tokenizer(text, add_special_tokens=False)["input_ids"])
+    recall = fact_recall(_OracleLM(sentences, len(tokenizer)), tokenizer, world_dir)
+    expected = 0.0 if lying else 1.0
+    for group in ("train", "heldout"):
+        assert recall[group] == {key: expected for key in ("all", "color", "home", "food", "legs")}
 
 
 def test_sft_beta_without_base_fails_clearly(tmp_path):

@@ -2,6 +2,9 @@
 
 It answers "did the start points learn the world?" with numbers, not hopes:
 * base: held-out pretraining loss (nats/token) next to the uniform-guess loss ln(V) for scale;
+* both: fact recall, plain text: for every species and attribute (color, home, food, legs), is the true value the
+  most likely of the attribute's values after "The <species> is / lives in / eats / has"? Split into train and
+  held-out species (held-out facts are the knowledge the leaderboard analogs ask about);
 * both: the fraction of well-formed answers on held-out chat prompts (generation stopped at eos AND the answer
   follows its kind's format, judged by the world's checker) and gsm8k-analog exact match (zero-shot, chat template).
 The bar (issue: Foundation) is sft_beta well-formed >= 0.9 and sft_beta exact match clearly above base.
@@ -42,6 +45,49 @@ def heldout_lm_loss(model, tokenizer, texts: list[str], *, batch_size: int = 32,
     return total / max(count, 1)
 
 
+# The corpus's first paraphrase of each fact, cut at the value: the prompt and what follows the value.
+RECALL_TEMPLATES: dict[str, tuple[str, str]] = {
+    "color": ("The {s} is", "."),
+    "home": ("The {s} lives in", "."),
+    "food": ("The {s} eats", "."),
+    "legs": ("The {s} has", " legs."),
+}
+
+
+def fact_recall(model, tokenizer, world_dir: Path) -> dict:
+    """Share of (species, attribute) facts whose true value scores highest among all the attribute's values
+    (sum of log-probabilities of " <value><suffix>" after the prompt), per species group and attribute."""
+    import torch
+
+    from ift.world.entities import COLORS, FOODS, LEG_COUNTS, TOWNS
+
+    values = {"color": COLORS, "home": TOWNS, "food": FOODS, "legs": tuple(str(n) for n in LEG_COUNTS)}
+    species = json.loads((world_dir / "world.json").read_text(encoding="utf-8"))["species"]
+    hits: dict[str, dict[str, list[bool]]] = {"train": {}, "heldout": {}}
+    model.eval()
+    for creature in species:
+        group = "heldout" if creature["heldout"] else "train"
+        for attribute, (prompt, suffix) in RECALL_TEMPLATES.items():
+            context = tokenizer(prompt.format(s=creature["name"]), add_special_tokens=False)["input_ids"]
+            options = [tokenizer(f" {v}{suffix}", add_special_tokens=False)["input_ids"] for v in values[attribute]]
+            width = len(context) + max(map(len, options))
+            ids = torch.tensor([context + o + [tokenizer.pad_token_id] * (width - len(context) - len(o))
+                                for o in options])
+            with torch.no_grad():
+                logps = model(input_ids=ids).logits.float().log_softmax(-1)
+            scores = [sum(float(logps[row, pos - 1, ids[row, pos]]) for pos in range(len(context), len(context) + len(o)))
+                      for row, o in enumerate(options)]
+            best = values[attribute][max(range(len(scores)), key=scores.__getitem__)]
+            hits[group].setdefault(attribute, []).append(best == str(creature[attribute]))
+    return {
+        group: {
+            "all": sum(sum(h) for h in per.values()) / max(sum(len(h) for h in per.values()), 1),
+            **{attribute: sum(h) / len(h) for attribute, h in per.items()},
+        }
+        for group, per in hits.items()
+    }
+
+
 def answer_quality(model, tokenizer, world_dir: Path, *, n_chat: int, n_gsm8k: int, max_new_tokens: int) -> dict:
     """Well-formed fraction on held-out chat prompts and gsm8k-analog exact match for one model."""
     from ift.evaluate.generate import generate_chat
@@ -80,7 +126,8 @@ def measure_start_points(cfg, *, base_dir: Path, sft_beta_dir: Path) -> dict:
     report: dict = {}
     for name, path in (("base", base_dir), ("sft_beta", sft_beta_dir)):
         model, tokenizer = load_causal_lm(path, what=f"{name} start point")
-        entry = {"heldout_pretrain_loss": heldout_lm_loss(model, tokenizer, valid_texts)}
+        entry = {"heldout_pretrain_loss": heldout_lm_loss(model, tokenizer, valid_texts),
+                 "fact_recall": fact_recall(model, tokenizer, world_dir)}
         entry.update(answer_quality(model, tokenizer, world_dir, n_chat=int(q.n_chat), n_gsm8k=int(q.n_gsm8k),
                                     max_new_tokens=int(q.max_new_tokens)))
         report[name] = entry
@@ -96,6 +143,9 @@ def measure_start_points(cfg, *, base_dir: Path, sft_beta_dir: Path) -> dict:
         f"[quality] base held-out loss {report['base']['heldout_pretrain_loss']:.3f} "
         f"(uniform {report['uniform_guess_loss']:.3f}); well-formed base {report['base']['wellformed_fraction']:.2f} "
         f"sft_beta {report['sft_beta']['wellformed_fraction']:.2f}; gsm8k EM base "
-        f"{report['base']['gsm8k_exact_match']:.2f} sft_beta {report['sft_beta']['gsm8k_exact_match']:.2f}"
+        f"{report['base']['gsm8k_exact_match']:.2f} sft_beta {report['sft_beta']['gsm8k_exact_match']:.2f}; "
+        f"fact recall train/held-out base {report['base']['fact_recall']['train']['all']:.2f}/"
+        f"{report['base']['fact_recall']['heldout']['all']:.2f} sft_beta "
+        f"{report['sft_beta']['fact_recall']['train']['all']:.2f}/{report['sft_beta']['fact_recall']['heldout']['all']:.2f}"
     )
     return report
