@@ -67,19 +67,20 @@ class _OracleLM(torch.nn.Module):
 
 @pytest.mark.parametrize("lying", [False, True])
 def test_fact_recall_scores_an_oracle_one_and_a_liar_zero(smoke_root, lying):
-    from ift.train.quality import RECALL_TEMPLATES, fact_recall
-    from ift.world.entities import COLORS, FOODS, LEG_COUNTS, TOWNS
+    from ift.train.quality import fact_recall
+    from ift.world.entities import ATTRIBUTE_VALUES
+    from ift.world.phrases import FACT_PARAPHRASES
 
     world_dir = smoke_root / "outputs" / "world"
     tokenizer = load_causal_lm(smoke_root / "outputs" / "models" / "base")[1]
-    values = {"color": COLORS, "home": TOWNS, "food": FOODS, "legs": tuple(map(str, LEG_COUNTS))}
     species = json.loads((world_dir / "world.json").read_text())["species"]
     sentences = []
     for creature in species:
-        for attribute, (prompt, suffix) in RECALL_TEMPLATES.items():
+        for attribute, values in ATTRIBUTE_VALUES.items():
             truth = str(creature[attribute])
-            value = next(v for v in values[attribute] if v != truth) if lying else truth
-            text = f"{prompt.format(s=creature['name'])} {value}{suffix}"
+            value = next(v for v in values if v != truth) if lying else truth
+            # the corpus's own first sentence for the fact, written independently of fact_recall's prompt
+            text = FACT_PARAPHRASES[attribute][0].format(s=creature["name"], v=value)
             sentences.append(tokenizer(text, add_special_tokens=False)["input_ids"])
     recall = fact_recall(_OracleLM(sentences, len(tokenizer)), tokenizer, world_dir)
     expected = 0.0 if lying else 1.0

@@ -45,13 +45,12 @@ def heldout_lm_loss(model, tokenizer, texts: list[str], *, batch_size: int = 32,
     return total / max(count, 1)
 
 
-# The corpus's first paraphrase of each fact, cut at the value: the prompt and what follows the value.
-RECALL_TEMPLATES: dict[str, tuple[str, str]] = {
-    "color": ("The {s} is", "."),
-    "home": ("The {s} lives in", "."),
-    "food": ("The {s} eats", "."),
-    "legs": ("The {s} has", " legs."),
-}
+def _recall_template(attribute: str) -> tuple[str, str]:
+    """The corpus's first paraphrase of the fact, cut at the value: ("The {s} has", " legs.")."""
+    from ift.world.phrases import FACT_PARAPHRASES
+
+    prompt, suffix = FACT_PARAPHRASES[attribute][0].split(" {v}")
+    return prompt, suffix
 
 
 def fact_recall(model, tokenizer, world_dir: Path) -> dict:
@@ -59,25 +58,28 @@ def fact_recall(model, tokenizer, world_dir: Path) -> dict:
     (sum of log-probabilities of " <value><suffix>" after the prompt), per species group and attribute."""
     import torch
 
-    from ift.world.entities import COLORS, FOODS, LEG_COUNTS, TOWNS
+    from ift.world.entities import ATTRIBUTE_VALUES
 
-    values = {"color": COLORS, "home": TOWNS, "food": FOODS, "legs": tuple(str(n) for n in LEG_COUNTS)}
     species = json.loads((world_dir / "world.json").read_text(encoding="utf-8"))["species"]
     hits: dict[str, dict[str, list[bool]]] = {"train": {}, "heldout": {}}
     model.eval()
-    for creature in species:
-        group = "heldout" if creature["heldout"] else "train"
-        for attribute, (prompt, suffix) in RECALL_TEMPLATES.items():
+    for attribute, values in ATTRIBUTE_VALUES.items():
+        prompt, suffix = _recall_template(attribute)
+        options = [tokenizer(f" {v}{suffix}", add_special_tokens=False)["input_ids"] for v in values]
+        for creature in species:
             context = tokenizer(prompt.format(s=creature["name"]), add_special_tokens=False)["input_ids"]
-            options = [tokenizer(f" {v}{suffix}", add_special_tokens=False)["input_ids"] for v in values[attribute]]
             width = len(context) + max(map(len, options))
-            ids = torch.tensor([context + o + [tokenizer.pad_token_id] * (width - len(context) - len(o))
-                                for o in options])
+            ids = torch.tensor(
+                [context + o + [tokenizer.pad_token_id] * (width - len(context) - len(o)) for o in options]
+            )
             with torch.no_grad():
                 logps = model(input_ids=ids).logits.float().log_softmax(-1)
-            scores = [sum(float(logps[row, pos - 1, ids[row, pos]]) for pos in range(len(context), len(context) + len(o)))
-                      for row, o in enumerate(options)]
-            best = values[attribute][max(range(len(scores)), key=scores.__getitem__)]
+            scores = [
+                sum(float(logps[row, pos - 1, ids[row, pos]]) for pos in range(len(context), len(context) + len(o)))
+                for row, o in enumerate(options)
+            ]
+            best = values[max(range(len(scores)), key=scores.__getitem__)]
+            group = "heldout" if creature["heldout"] else "train"
             hits[group].setdefault(attribute, []).append(best == str(creature[attribute]))
     return {
         group: {

@@ -47,6 +47,13 @@ COUNTABLE_FOODS: tuple[str, ...] = ("berries", "seeds", "beetles", "roots", "lea
 LEG_COUNTS: tuple[int, ...] = (2, 4, 6, 8)
 WEIGHT_RANGE: tuple[int, int] = (3, 99)  # kilograms, inclusive; distinct per species so any two compare
 ATTRIBUTES: tuple[str, ...] = ("color", "home", "food", "legs", "weight")
+# Every value an attribute can take, as text (weight is open-ended, so it has no closed list here).
+ATTRIBUTE_VALUES: dict[str, tuple[str, ...]] = {
+    "color": COLORS,
+    "home": TOWNS,
+    "food": FOODS,
+    "legs": tuple(str(n) for n in LEG_COUNTS),
+}
 
 _ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "t", "v", "z", "br", "gr", "pl", "tr", "sk")
 _VOWELS = ("a", "e", "i", "o", "u")

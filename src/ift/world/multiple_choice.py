@@ -11,16 +11,10 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ift.world.entities import COLORS, FOODS, LEG_COUNTS, TOWNS, Species
+from ift.world.entities import ATTRIBUTE_VALUES, LEG_COUNTS, Species
 from ift.world.phrases import FACT_QUESTIONS, fill
 from ift.world.side import Side
 
-_VOCABULARY: dict[str, tuple[str, ...]] = {
-    "color": COLORS,
-    "home": TOWNS,
-    "food": FOODS,
-    "legs": tuple(str(n) for n in LEG_COUNTS),
-}
 _WHICH_HAS: dict[str, str] = {
     "color": "Which of these creatures is {v}?",
     "home": "Which of these creatures lives in {v}?",
@@ -60,7 +54,7 @@ def attribute_of(rng: random.Random, side: Side, attribute: str) -> MultipleChoi
     species = rng.choice(side.species)
     truth = str(getattr(species, attribute))
     question = fill(rng.choice([q for q in FACT_QUESTIONS[attribute] if q.endswith("?")]), species)
-    distractors = rng.sample([v for v in _VOCABULARY[attribute] if v != truth], 3)
+    distractors = rng.sample([v for v in ATTRIBUTE_VALUES[attribute] if v != truth], 3)
     choices, answer = _shuffled(rng, truth, distractors)
     return MultipleChoice(attribute, question, choices, answer, (species.name,))
 
