@@ -45,6 +45,10 @@ def test_sft_beta_quality_report_is_measured_and_consistent(smoke_root):
         for group in recall.values():
             assert set(group) == {"all", "color", "home", "food", "legs"}
             assert all(0.0 <= value <= 1.0 for value in group.values())
+        for group in quality[name]["lettered_choice"].values():
+            assert group["n"] > 0 and 0.0 <= group["accuracy"] <= 1.0
+            assert sum(group["predicted_shares"].values()) == pytest.approx(1.0)
+            assert sum(group["gold_shares"].values()) == pytest.approx(1.0)
 
 
 class _OracleLM(torch.nn.Module):
@@ -86,6 +90,50 @@ def test_fact_recall_scores_an_oracle_one_and_a_liar_zero(smoke_root, lying):
     expected = 0.0 if lying else 1.0
     for group in ("train", "heldout"):
         assert recall[group] == {key: expected for key in ("all", "color", "home", "food", "legs")}
+
+
+class _LetterLM(torch.nn.Module):
+    """At the last position, all probability on one letter: the gold one for prompts it was told (an oracle), else
+    on ``default`` (a model that always answers the same letter)."""
+
+    def __init__(self, gold: dict[tuple[int, ...], int], default: int, vocab: int):
+        super().__init__()
+        self.gold, self.default, self.vocab = gold, default, vocab
+
+    def forward(self, input_ids):
+        logits = torch.zeros(*input_ids.shape, self.vocab)
+        for row, ids in enumerate(input_ids.tolist()):
+            logits[row, -1, self.gold.get(tuple(ids), self.default)] = 30.0
+        return SimpleNamespace(logits=logits)
+
+
+@pytest.mark.parametrize("oracle", [True, False])
+def test_lettered_choice_scores_an_oracle_one_and_a_constant_answer_its_gold_share(smoke_root, oracle):
+    from ift.train.quality import lettered_choice_accuracy
+
+    world_dir = smoke_root / "outputs" / "world"
+    tokenizer = load_causal_lm(smoke_root / "outputs" / "models" / "base")[1]
+    letter_id = {letter: tokenizer(letter, add_special_tokens=False)["input_ids"][0] for letter in "ABCD"}
+    gold = {}
+    if oracle:  # the gold letter of every chat row, read from the rendered conversation itself
+        for split in ("train", "test"):
+            for line in (world_dir / "chat" / f"{split}.jsonl").read_text().splitlines():
+                messages = json.loads(line)["messages"]
+                full = tokenizer.apply_chat_template(messages[:2], tokenize=True, return_dict=True)["input_ids"]
+                prompt = tokenizer.apply_chat_template(messages[:1], add_generation_prompt=True, tokenize=True,
+                                                       return_dict=True)["input_ids"]
+                gold[tuple(prompt)] = full[len(prompt)]
+    result = lettered_choice_accuracy(_LetterLM(gold, letter_id["A"], len(tokenizer)), tokenizer, world_dir,
+                                      n_rows=15)
+    for group in ("train", "heldout"):
+        assert result[group]["n"] > 0
+        if oracle:
+            assert result[group]["accuracy"] == 1.0
+            assert result[group]["predicted_shares"] == result[group]["gold_shares"]
+        else:
+            assert result[group]["predicted_shares"]["A"] == 1.0
+            assert result[group]["accuracy"] == pytest.approx(result[group]["gold_shares"]["A"])
+    assert result["train"]["n"] == 15
 
 
 def test_sft_beta_without_base_fails_clearly(tmp_path):

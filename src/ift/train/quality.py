@@ -5,6 +5,10 @@ It answers "did the start points learn the world?" with numbers, not hopes:
 * both: fact recall, plain text: for every species and attribute (color, home, food, legs), is the true value the
   most likely of the attribute's values after "The <species> is / lives in / eats / has"? Split into train and
   held-out species (held-out facts are the knowledge the leaderboard analogs ask about);
+* both: lettered multiple choice, the skill the MMLU and ARC-Gen analogs score: on the chat set's lettered rows (the
+  "A. ... D." questions; train rows are sft_beta's own fine-tuning data), is the gold letter the most likely first
+  answer token among A-D? With the share of each predicted letter: a model that always says "A" scores the share
+  of gold "A", not 0.25;
 * both: the fraction of well-formed answers on held-out chat prompts (generation stopped at eos AND the answer
   follows its kind's format, judged by the world's checker) and gsm8k-analog exact match (zero-shot, chat template).
 The bar (issue: Foundation) is sft_beta well-formed >= 0.9 and sft_beta exact match clearly above base.
@@ -90,6 +94,44 @@ def fact_recall(model, tokenizer, world_dir: Path) -> dict:
     }
 
 
+def lettered_choice_accuracy(model, tokenizer, world_dir: Path, *, n_rows: int) -> dict:
+    """Per chat split (train: train species, the fine-tuning data; heldout: held-out species): over the first
+    ``n_rows`` lettered multiple-choice rows, the share whose gold letter is the argmax of the first answer token's
+    log-probability among the four letters (question as the user turn, chat template, generation prompt), and the
+    shares of predicted and gold letters."""
+    import torch
+
+    from ift.world.phrases import LETTERS, MC_INSTRUCTION
+
+    letter_ids = []
+    for letter in LETTERS:
+        ids = tokenizer(letter, add_special_tokens=False)["input_ids"]
+        if len(ids) != 1:
+            raise ValueError(f"lettered_choice_accuracy needs single-token letters; {letter!r} is {ids}")
+        letter_ids.append(ids[0])
+    model.eval()
+    result = {}
+    for group, split in (("train", "train"), ("heldout", "test")):
+        rows = [row for row in _read_jsonl(world_dir / "chat" / f"{split}.jsonl")
+                if row["messages"][0]["content"].endswith(MC_INSTRUCTION)][:n_rows]
+        predicted, gold = [], []
+        for row in rows:
+            prompt = tokenizer.apply_chat_template(row["messages"][:1], add_generation_prompt=True, tokenize=True,
+                                                   return_dict=True)["input_ids"]
+            with torch.no_grad():
+                logits = model(input_ids=torch.tensor([prompt])).logits[0, -1]
+            predicted.append(LETTERS[int(logits[letter_ids].argmax())])
+            gold.append(row["messages"][1]["content"].strip()[0])
+        n = max(len(rows), 1)
+        result[group] = {
+            "accuracy": sum(p == g for p, g in zip(predicted, gold)) / n,
+            "n": len(rows),
+            "predicted_shares": {letter: predicted.count(letter) / n for letter in LETTERS},
+            "gold_shares": {letter: gold.count(letter) / n for letter in LETTERS},
+        }
+    return result
+
+
 def answer_quality(model, tokenizer, world_dir: Path, *, n_chat: int, n_gsm8k: int, max_new_tokens: int) -> dict:
     """Well-formed fraction on held-out chat prompts and gsm8k-analog exact match for one model."""
     from ift.evaluate.generate import generate_chat
@@ -129,7 +171,9 @@ def measure_start_points(cfg, *, base_dir: Path, sft_beta_dir: Path) -> dict:
     for name, path in (("base", base_dir), ("sft_beta", sft_beta_dir)):
         model, tokenizer = load_causal_lm(path, what=f"{name} start point")
         entry = {"heldout_pretrain_loss": heldout_lm_loss(model, tokenizer, valid_texts),
-                 "fact_recall": fact_recall(model, tokenizer, world_dir)}
+                 "fact_recall": fact_recall(model, tokenizer, world_dir),
+                 "lettered_choice": lettered_choice_accuracy(model, tokenizer, world_dir,
+                                                             n_rows=int(q.n_lettered))}
         entry.update(answer_quality(model, tokenizer, world_dir, n_chat=int(q.n_chat), n_gsm8k=int(q.n_gsm8k),
                                     max_new_tokens=int(q.max_new_tokens)))
         report[name] = entry
@@ -149,5 +193,9 @@ def measure_start_points(cfg, *, base_dir: Path, sft_beta_dir: Path) -> dict:
         f"fact recall train/held-out base {report['base']['fact_recall']['train']['all']:.2f}/"
         f"{report['base']['fact_recall']['heldout']['all']:.2f} sft_beta "
         f"{report['sft_beta']['fact_recall']['train']['all']:.2f}/{report['sft_beta']['fact_recall']['heldout']['all']:.2f}"
+        f"; lettered choice train/held-out base {report['base']['lettered_choice']['train']['accuracy']:.2f}/"
+        f"{report['base']['lettered_choice']['heldout']['accuracy']:.2f} sft_beta "
+        f"{report['sft_beta']['lettered_choice']['train']['accuracy']:.2f}/"
+        f"{report['sft_beta']['lettered_choice']['heldout']['accuracy']:.2f}"
     )
     return report
