@@ -136,6 +136,16 @@ def test_lettered_choice_scores_an_oracle_one_and_a_constant_answer_its_gold_sha
     assert result["train"]["n"] == 15
 
 
+def test_lettered_choice_refuses_a_tokenizer_that_splits_letters(tmp_path):
+    from ift.train.quality import lettered_choice_accuracy
+
+    def splitting_tokenizer(text, add_special_tokens=False):
+        return {"input_ids": [7, 8]}  # every letter as two tokens: "first answer token" would be meaningless
+
+    with pytest.raises(ValueError, match="single-token letters"):
+        lettered_choice_accuracy(None, splitting_tokenizer, tmp_path, n_rows=5)
+
+
 def test_sft_beta_without_base_fails_clearly(tmp_path):
     from ift.train.start_points import build_sft_beta
 
