@@ -386,17 +386,25 @@ def test_task_files_have_the_real_dataset_schemas(world_dir):
 def test_task_answers_are_right_by_the_world_facts(world_dir, facts):
     """Recomputed from world.json, independently of the generators."""
     by_name = {s["name"]: s for s in facts["species"]}
+    answer_forms = {  # "The X is red." -> color, ...: the world's sentence answers, parsed here independently
+        "color": r"The (\w+) is (\w+)\.",
+        "home": r"The (\w+) lives in (\w+)\.",
+        "food": r"The (\w+) eats (\w+)\.",
+        "legs": r"The (\w+) has (\d+) legs\.",
+    }
     for row in rows(world_dir, "tasks/arc/test.jsonl"):
-        answer = row["choices"]["text"][row["choices"]["label"].index(row["answerKey"])]
-        question = row["question"]
-        if question.startswith("How many legs do"):
-            count, plural = re.match(r"How many legs do (\d+) (\w+) have", question).groups()
-            assert int(answer) == int(count) * by_name[plural[:-1]]["legs"]
-            continue
-        attribute = "weight" if ("heaviest" in question or "least" in question) else "legs"
-        values = [by_name[c][attribute] for c in row["choices"]["text"]]
-        best = max(values) if ("heaviest" in question or "most" in question) else min(values)
-        assert by_name[answer][attribute] == best and values.count(best) == 1
+        species = species_in(row["question"], set(by_name))
+        assert len(species) == 1, row
+        creature = by_name[species.pop()]
+        parsed = [
+            next((a, m.groups()) for a, form in answer_forms.items() if (m := re.fullmatch(form, c)))
+            for c in row["choices"]["text"]
+        ]
+        attribute = parsed[0][0]
+        assert {a for a, _ in parsed} == {attribute} and {name for _, (name, _) in parsed} == {creature["name"]}
+        truths = [i for i, (_, (_, value)) in enumerate(parsed) if value == str(creature[attribute])]
+        assert truths == [row["choices"]["label"].index(row["answerKey"])], row
+        assert not (attribute == "color" and creature["myth_color"]), row  # myths belong to TruthfulQA
     for row in rows(world_dir, "tasks/mmlu/test.jsonl"):
         answer = row["choices"][row["answer"]]
         attribute = row["subject"].removeprefix("creature_")

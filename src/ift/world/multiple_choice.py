@@ -1,18 +1,19 @@
-"""Four-way multiple-choice questions over world facts: knowledge (MMLU analog) and reasoning (ARC analog).
+"""Four-way multiple-choice questions over world facts.
 
-The same generators feed the benchmark task files (held-out species) and the chat data's multiple-choice
-rows (train species), so the answer format learned in chat is the one the benchmarks test.
-Every question has exactly one correct choice, checked against the world when it is drawn.
+The knowledge and reasoning families feed the chat data's lettered multiple-choice rows (train species) and the
+MMLU analog (knowledge families, held-out species), so the lettered format learned in chat is the one MMLU tests.
+The ARC analog asks `answer_sentences`: a fact question whose choices are whole answers, as fine-tuned models
+answer (see its docstring for why). Every question has exactly one correct choice, checked when it is drawn.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ift.world.entities import ATTRIBUTE_VALUES, LEG_COUNTS, Species
-from ift.world.phrases import FACT_QUESTIONS, fill
+from ift.world.phrases import FACT_QUESTIONS, fact_answer, fill
 from ift.world.side import Side
 
 _WHICH_HAS: dict[str, str] = {
@@ -57,6 +58,20 @@ def attribute_of(rng: random.Random, side: Side, attribute: str) -> MultipleChoi
     distractors = rng.sample([v for v in ATTRIBUTE_VALUES[attribute] if v != truth], 3)
     choices, answer = _shuffled(rng, truth, distractors)
     return MultipleChoice(attribute, question, choices, answer, (species.name,))
+
+
+def answer_sentences(rng: random.Random, side: Side, attribute: str) -> MultipleChoice:
+    """'What color is the X?' with four whole answers ("The X is red.", "The X is blue.", ...).
+
+    The ARC analog's items. lm-eval's ARC scores each choice text as the answer's continuation, with no choices
+    shown; a fine-tuned model answers in sentences, so a bare value ("red") is a continuation it never produces,
+    and every checkpoint scored at chance on bare values and on the comparison families (README, Results).
+    Color questions skip myth species: their corpus color is mostly the myth, which TruthfulQA tests."""
+    if attribute == "color":
+        side = replace(side, species=tuple(s for s in side.species if not s.myth_color))
+    item = attribute_of(rng, side, attribute)
+    species = next(s for s in side.species if s.name == item.species[0])
+    return replace(item, choices=tuple(fact_answer(species, attribute, value) for value in item.choices))
 
 
 def creature_with(rng: random.Random, side: Side, attribute: str) -> MultipleChoice:
@@ -113,6 +128,7 @@ KNOWLEDGE_FAMILIES: tuple[str, ...] = (
     "which_food",
 )
 REASONING_FAMILIES: tuple[str, ...] = ("heaviest", "lightest", "most_legs", "fewest_legs", "legs_in_total")
+ANSWER_SENTENCE_ATTRIBUTES: tuple[str, ...] = ("color", "home", "food", "legs")  # the ARC analog's questions
 
 
 def sample_multiple_choice(rng: random.Random, side: Side, family: str) -> MultipleChoice:

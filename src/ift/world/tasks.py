@@ -15,9 +15,10 @@ from typing import Any
 
 from ift.world.entities import COLORS
 from ift.world.multiple_choice import (
+    ANSWER_SENTENCE_ATTRIBUTES,
     KNOWLEDGE_FAMILIES,
-    REASONING_FAMILIES,
     Unavailable,
+    answer_sentences,
     sample_multiple_choice,
 )
 from ift.world.phrases import LETTERS, fill
@@ -29,7 +30,8 @@ TASKS: tuple[str, ...] = ("arc", "mmlu", "truthfulqa_mc2", "winogrande", "gsm8k"
 
 
 def arc_row(rng: random.Random, side: Side) -> Row:
-    item = sample_multiple_choice(rng, side, rng.choice(REASONING_FAMILIES))
+    """A fact question whose choices are whole answers ("The X lives in Odrel."), see `answer_sentences`."""
+    item = answer_sentences(rng, side, rng.choice(ANSWER_SENTENCE_ATTRIBUTES))
     return {
         "id": "",  # numbered once the split is final
         "question": item.question,
