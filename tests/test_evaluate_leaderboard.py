@@ -270,3 +270,48 @@ def test_summary_reads_groups_and_averages_the_five():
     assert table["tasks"]["arc"]["stderr"] is None
     assert table["avg"] == pytest.approx((0.6 + 0.5 + 0.4 + 0.7 + 0.2) / 5)  # ARC-Gen left out
     assert isinstance(openllm.task("gsm8k"), TaskSpec)
+
+
+@pytest.mark.parametrize("chat_template", [True, False])
+def test_suite_chat_template_decides_the_prompt_format(tiny_world, world_tokenizer, tmp_path, monkeypatch,
+                                                       chat_template):
+    """suite.chat_template=true renders every prompt in the model's chat template (few-shot examples as turns);
+    false sends plain text, as the Open LLM Leaderboard (v1) did. leaderboard.json records which."""
+    from ift.evaluate.suites import suite_from_config
+
+    cfg = compose(["profile=tiny", f"paths.world={tiny_world}", f"suite.chat_template={str(chat_template).lower()}"])
+    plain_or_chat = suite_from_config(OmegaConf.to_container(cfg.suite, resolve=True))
+    contexts = []
+
+    def note_ll(req, ctx, cont):
+        contexts.append(ctx)
+        return (0.0, False)
+
+    def note_gen(req, ctx):
+        contexts.append(ctx)
+        return "A."
+
+    record = _run(make_fake_lm(world_tokenizer, note_ll, note_gen), plain_or_chat, tmp_path, monkeypatch)
+    assert record["chat_template"] is chat_template
+    assert len(contexts) > 500
+    with_template = [ctx for ctx in contexts  # MMLU: its description line becomes the system turn
+                     if ctx.startswith(("<|system|>\n", "<|user|>\n")) and ctx.endswith("<|assistant|>\n")]
+    assert len(with_template) == (len(contexts) if chat_template else 0), contexts[0]
+    assert chat_template or not any("<|user|>" in ctx or "</s>" in ctx for ctx in contexts)
+
+
+@pytest.mark.parametrize("value", ["yes", "1", "null"])
+def test_suite_chat_template_must_be_a_boolean(tiny_world, value):
+    from ift.evaluate.suites import SuiteError, suite_from_config
+
+    cfg = compose(["profile=tiny", f"paths.world={tiny_world}", f"suite.chat_template={value}"])
+    with pytest.raises(SuiteError, match="suite.chat_template"):
+        suite_from_config(OmegaConf.to_container(cfg.suite, resolve=True))
+
+
+def test_paper_suite_uses_plain_text_prompts_like_the_open_llm_leaderboard_v1():
+    from ift.evaluate.suites import suite_from_config
+
+    openllm = suite_from_config(OmegaConf.to_container(compose(["profile=paper"]).suite, resolve=True))
+    toy = suite_from_config(OmegaConf.to_container(compose(["profile=tiny"]).suite, resolve=True))
+    assert (openllm.chat_template, toy.chat_template) == (False, True)

@@ -146,6 +146,23 @@ def test_lettered_choice_refuses_a_tokenizer_that_splits_letters(tmp_path):
         lettered_choice_accuracy(None, splitting_tokenizer, tmp_path, n_rows=5)
 
 
+def test_lettered_choice_is_null_where_a_split_has_no_lettered_rows(tmp_path):
+    from ift.train.quality import lettered_choice_accuracy
+
+    (tmp_path / "chat").mkdir()
+    row = {"messages": [{"role": "user", "content": "What color is the zorbat?"},
+                        {"role": "assistant", "content": "The zorbat is red."}]}
+    for split in ("train", "test"):
+        (tmp_path / "chat" / f"{split}.jsonl").write_text(json.dumps(row) + "\n")
+
+    def one_token_tokenizer(text, add_special_tokens=False):
+        return {"input_ids": [ord(text[0])]}
+
+    result = lettered_choice_accuracy(torch.nn.Identity(), one_token_tokenizer, tmp_path, n_rows=5)
+    assert result["train"] == result["heldout"] == {"accuracy": None, "n": 0, "predicted_shares": None,
+                                                    "gold_shares": None}
+
+
 def test_sft_beta_without_base_fails_clearly(tmp_path):
     from ift.train.start_points import build_sft_beta
 

@@ -1,13 +1,16 @@
 """The Open LLM Leaderboard tasks through ``lm_eval.simple_evaluate``, and the ``leaderboard.json`` they become.
 
-Every call applies the model's chat template with the few-shot examples as turns (``apply_chat_template=True``,
-``fewshot_as_multiturn=True``): the paper evaluates its chat models that way. Which tasks run, with how many shots,
-is the suite's business (:mod:`ift.evaluate.suites`).
+The suite's ``chat_template`` decides the prompt format: true puts every prompt in the model's chat template with
+the few-shot examples as turns (``apply_chat_template=True, fewshot_as_multiturn=True``; suite=toy, whose tiny chat
+models answer only in that format), false sends plain-text prompts as the Open LLM Leaderboard (v1) that the paper
+reports did (suite=openllm). Which tasks run, with how many shots, is the suite's business
+(:mod:`ift.evaluate.suites`).
 
 ``leaderboard.json`` (read by the report stage; keep it stable)::
 
     {
       "suite": "toy" | "openllm",
+      "chat_template": bool,          # the suite's prompt format (see above)
       "model_dir": str,
       "tasks": {                      # always these six keys
         "arc":            {"metric": "acc_norm",    "value": float, "stderr": float | null, "n": int,
@@ -136,7 +139,7 @@ def compiled_templates_cached() -> Iterator[None]:
 
 def run_lm_eval(lm, suite: Suite, work_dir: Path, *, log_samples: bool = False,
                 bootstrap_iters: int = 100000) -> dict:
-    """Run the suite's tasks with lm-eval (chat template, few-shot as turns); return lm-eval's results dict."""
+    """Run the suite's tasks with lm-eval (in the suite's prompt format); return lm-eval's results dict."""
     import lm_eval
 
     manager = task_manager(suite, work_dir)
@@ -148,8 +151,8 @@ def run_lm_eval(lm, suite: Suite, work_dir: Path, *, log_samples: bool = False,
                 tasks=names,
                 num_fewshot=num_fewshot,
                 task_manager=manager,
-                apply_chat_template=True,
-                fewshot_as_multiturn=True,
+                apply_chat_template=suite.chat_template,
+                fewshot_as_multiturn=suite.chat_template,
                 log_samples=log_samples,
                 bootstrap_iters=bootstrap_iters,
             )
@@ -221,6 +224,7 @@ def evaluate_leaderboard(lm, suite: Suite, work_dir: Path, *, model_dir: str, lo
     summary = summarize(results, suite)
     record = {
         "suite": suite.name,
+        "chat_template": suite.chat_template,
         "model_dir": str(model_dir),
         **summary,
         "truncated_requests": dict(getattr(lm, "truncated", {})),

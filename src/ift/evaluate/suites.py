@@ -54,6 +54,7 @@ class Suite:
     source: str                   # "world": rendered toy templates; "registry": lm-eval's own tasks
     tasks: tuple[TaskSpec, ...]
     average: tuple[str, ...]
+    chat_template: bool           # prompts in the model's chat template, few-shot examples as turns
     world_tasks: Path | None = None  # the world's tasks/ dir (source "world")
 
     def task(self, key: str) -> TaskSpec:
@@ -78,10 +79,14 @@ def suite_from_config(cfg: Mapping[str, Any]) -> Suite:
     missing = set(average) - {t.key for t in tasks}
     if missing:
         raise SuiteError(f"suite.average names tasks the suite does not run: {sorted(missing)}")
+    chat_template = cfg.get("chat_template")
+    if not isinstance(chat_template, bool):
+        raise SuiteError(f"suite.chat_template={chat_template!r}: expected true or false")
     world_tasks = Path(cfg["world_tasks"]) if cfg.get("world_tasks") else None
     if source == "world" and world_tasks is None:
         raise SuiteError("suite.source=world needs suite.world_tasks (the world's tasks/ directory)")
-    return Suite(name=str(cfg["name"]), source=source, tasks=tuple(tasks), average=average, world_tasks=world_tasks)
+    return Suite(name=str(cfg["name"]), source=source, tasks=tuple(tasks), average=average,
+                 chat_template=chat_template, world_tasks=world_tasks)
 
 
 def lm_eval_tasks_dir() -> Path:

@@ -122,12 +122,12 @@ def lettered_choice_accuracy(model, tokenizer, world_dir: Path, *, n_rows: int) 
                 logits = model(input_ids=torch.tensor([prompt])).logits[0, -1]
             predicted.append(LETTERS[int(logits[letter_ids].argmax())])
             gold.append(row["messages"][1]["content"].strip()[0])
-        n = max(len(rows), 1)
-        result[group] = {
-            "accuracy": sum(p == g for p, g in zip(predicted, gold)) / n,
-            "n": len(rows),
-            "predicted_shares": {letter: predicted.count(letter) / n for letter in LETTERS},
-            "gold_shares": {letter: gold.count(letter) / n for letter in LETTERS},
+        n = len(rows)
+        result[group] = {  # no lettered rows in the split: nothing measured, so null rather than 0
+            "accuracy": sum(p == g for p, g in zip(predicted, gold)) / n if n else None,
+            "n": n,
+            "predicted_shares": {letter: predicted.count(letter) / n for letter in LETTERS} if n else None,
+            "gold_shares": {letter: gold.count(letter) / n for letter in LETTERS} if n else None,
         }
     return result
 
@@ -185,17 +185,18 @@ def measure_start_points(cfg, *, base_dir: Path, sft_beta_dir: Path) -> dict:
         "sft_beta_exact_match_above_base": report["sft_beta"]["gsm8k_exact_match"]
         > report["base"]["gsm8k_exact_match"],
     }
+    def both(figure) -> str:
+        """One figure of both start points, e.g. "base 0.86 sft_beta 0.97" (n/a where nothing was measured)."""
+        return " ".join(f"{name} " + ("n/a" if (v := figure(report[name])) is None else f"{v:.2f}")
+                        for name in ("base", "sft_beta"))
+
     print(
         f"[quality] base held-out loss {report['base']['heldout_pretrain_loss']:.3f} "
-        f"(uniform {report['uniform_guess_loss']:.3f}); well-formed base {report['base']['wellformed_fraction']:.2f} "
-        f"sft_beta {report['sft_beta']['wellformed_fraction']:.2f}; gsm8k EM base "
-        f"{report['base']['gsm8k_exact_match']:.2f} sft_beta {report['sft_beta']['gsm8k_exact_match']:.2f}; "
-        f"fact recall train/held-out base {report['base']['fact_recall']['train']['all']:.2f}/"
-        f"{report['base']['fact_recall']['heldout']['all']:.2f} sft_beta "
-        f"{report['sft_beta']['fact_recall']['train']['all']:.2f}/{report['sft_beta']['fact_recall']['heldout']['all']:.2f}"
-        f"; lettered choice train/held-out base {report['base']['lettered_choice']['train']['accuracy']:.2f}/"
-        f"{report['base']['lettered_choice']['heldout']['accuracy']:.2f} sft_beta "
-        f"{report['sft_beta']['lettered_choice']['train']['accuracy']:.2f}/"
-        f"{report['sft_beta']['lettered_choice']['heldout']['accuracy']:.2f}"
+        f"(uniform {report['uniform_guess_loss']:.3f}); well-formed {both(lambda r: r['wellformed_fraction'])}; "
+        f"gsm8k EM {both(lambda r: r['gsm8k_exact_match'])}; fact recall train "
+        f"{both(lambda r: r['fact_recall']['train']['all'])}, "
+        f"held-out {both(lambda r: r['fact_recall']['heldout']['all'])}; "
+        f"lettered choice train {both(lambda r: r['lettered_choice']['train']['accuracy'])}, held-out "
+        f"{both(lambda r: r['lettered_choice']['heldout']['accuracy'])}"
     )
     return report
