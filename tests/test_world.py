@@ -759,3 +759,29 @@ def test_hydra_configs_compose_for_tiny_and_smoke():
             assert world["corpus"]["train_docs"] == docs and world["max_length"] == cfg.data.max_length
             assert resolve_config(world)["seed"] == 1234  # every key is known to the generator
             assert cfg.data.chat_train == f"{REPO}/outputs/world/chat/train.jsonl"
+
+
+def test_arc_items_skip_myth_species_and_say_when_none_is_left():
+    """Color questions (whose corpus answer is mostly the myth for myth species) draw only non-myth species; a side
+    of myth species only has no ARC color item: Unavailable, which task_split skips, not a crash."""
+    import random
+    from dataclasses import replace
+
+    from ift.world.arithmetic import heldout_pairs
+    from ift.world.entities import build_world
+    from ift.world.multiple_choice import Unavailable, answer_sentences
+    from ift.world.side import make_sides
+
+    c = smoke_config()
+    world = build_world(c["seed"], c["n_species"], c["heldout_fraction"], c["myth_fraction"], c["n_fewshot_species"])
+    side = make_sides(world, heldout_pairs(c["seed"], c["max_operand"], c["heldout_pair_fraction"]),
+                      c["max_operand"], c["max_factor"])["task_test"]
+    rng = random.Random(0)
+    myths = {s.name for s in side.species if s.myth_color}
+    assert myths and len(myths) < len(side.species)
+    assert not {answer_sentences(rng, side, "color").species[0] for _ in range(200)} & myths
+    only_myths = replace(side, species=tuple(s for s in side.species if s.myth_color))
+    with pytest.raises(Unavailable, match="myth"):
+        answer_sentences(rng, only_myths, "color")
+    assert answer_sentences(rng, only_myths, "home").species[0] in myths  # other attributes still work
+

@@ -69,6 +69,8 @@ def answer_sentences(rng: random.Random, side: Side, attribute: str) -> Multiple
     Color questions skip myth species: their corpus color is mostly the myth, which TruthfulQA tests."""
     if attribute == "color":
         side = replace(side, species=tuple(s for s in side.species if not s.myth_color))
+    if not side.species:
+        raise Unavailable(f"answer_sentences({attribute}): every species of this side is a myth species")
     item = attribute_of(rng, side, attribute)
     species = next(s for s in side.species if s.name == item.species[0])
     return replace(item, choices=tuple(fact_answer(species, attribute, value) for value in item.choices))
