@@ -66,7 +66,7 @@ class WorldAnswers:
         if task_name == "toy_winogrande":
             row = self.row("winogrande", doc)
             right = row["option1"] if row["answer"] == "1" else row["option2"]
-            return last_user_turn(context).endswith(f" {right}")
+            return (last_user_turn(context) if "<|user|>" in context else context).endswith(f" {right}")
         raise AssertionError(f"unexpected loglikelihood task {task_name}")
 
     def generation(self, task_name: str, doc) -> str:
@@ -272,41 +272,48 @@ def test_summary_reads_groups_and_averages_the_five():
     assert isinstance(openllm.task("gsm8k"), TaskSpec)
 
 
-@pytest.mark.parametrize("chat_template", [True, False])
-def test_suite_chat_template_decides_the_prompt_format(tiny_world, world_tokenizer, tmp_path, monkeypatch,
-                                                       chat_template):
-    """suite.chat_template=true renders every prompt in the model's chat template (few-shot examples as turns);
-    false sends plain text, as the Open LLM Leaderboard (v1) did. leaderboard.json records which."""
+@pytest.mark.parametrize("suite_default", [True, False])
+def test_each_task_is_prompted_in_its_own_format(tiny_world, world_tokenizer, tmp_path, monkeypatch, suite_default):
+    """A task's chat_template (the suite's unless the task sets one; toy WinoGrande: false) decides its prompts: the
+    model's chat template with few-shot examples as turns, or plain text. leaderboard.json records it per task."""
     from ift.evaluate.suites import suite_from_config
 
-    cfg = compose(["profile=tiny", f"paths.world={tiny_world}", f"suite.chat_template={str(chat_template).lower()}"])
-    plain_or_chat = suite_from_config(OmegaConf.to_container(cfg.suite, resolve=True))
-    contexts = []
+    cfg = compose(["profile=tiny", f"paths.world={tiny_world}", f"suite.chat_template={str(suite_default).lower()}"])
+    toy = suite_from_config(OmegaConf.to_container(cfg.suite, resolve=True))
+    expected = {spec.lm_eval_task: spec.chat_template for spec in toy.tasks}
+    assert expected["toy_winogrande"] is False
+    assert all(v is suite_default for task, v in expected.items() if task != "toy_winogrande")
+    contexts: dict[str, list[str]] = {}
 
     def note_ll(req, ctx, cont):
-        contexts.append(ctx)
+        contexts.setdefault(req.task_name, []).append(ctx)
         return (0.0, False)
 
     def note_gen(req, ctx):
-        contexts.append(ctx)
+        contexts.setdefault(req.task_name, []).append(ctx)
         return "A."
 
-    record = _run(make_fake_lm(world_tokenizer, note_ll, note_gen), plain_or_chat, tmp_path, monkeypatch)
-    assert record["chat_template"] is chat_template
-    assert len(contexts) > 500
-    with_template = [ctx for ctx in contexts  # MMLU: its description line becomes the system turn
-                     if ctx.startswith(("<|system|>\n", "<|user|>\n")) and ctx.endswith("<|assistant|>\n")]
-    assert len(with_template) == (len(contexts) if chat_template else 0), contexts[0]
-    assert chat_template or not any("<|user|>" in ctx or "</s>" in ctx for ctx in contexts)
+    record = _run(make_fake_lm(world_tokenizer, note_ll, note_gen), toy, tmp_path, monkeypatch)
+    assert set(contexts) == set(expected)
+    for task, prompts in contexts.items():
+        # MMLU's description line becomes the system turn
+        templated = [p for p in prompts
+                     if p.startswith(("<|system|>\n", "<|user|>\n")) and p.endswith("<|assistant|>\n")]
+        plain = [p for p in prompts if "<|user|>" not in p and "</s>" not in p]
+        assert len(templated if expected[task] else plain) == len(prompts), (task, prompts[0])
+    for spec in toy.tasks:
+        assert record["tasks"][spec.key]["chat_template"] is spec.chat_template
 
 
 @pytest.mark.parametrize("value", ["yes", "1", "null"])
 def test_suite_chat_template_must_be_a_boolean(tiny_world, value):
     from ift.evaluate.suites import SuiteError, suite_from_config
 
-    cfg = compose(["profile=tiny", f"paths.world={tiny_world}", f"suite.chat_template={value}"])
-    with pytest.raises(SuiteError, match="suite.chat_template"):
-        suite_from_config(OmegaConf.to_container(cfg.suite, resolve=True))
+    for where in ("suite.chat_template", "suite.tasks.arc.chat_template"):
+        cfg = compose(["profile=tiny", f"paths.world={tiny_world}", f"+{where}={value}" if "tasks" in where
+                       else f"{where}={value}"])
+        with pytest.raises(SuiteError, match=where.replace(".", r"\.")):
+            suite_from_config(OmegaConf.to_container(cfg.suite, resolve=True))
 
 
 def test_paper_suite_uses_plain_text_prompts_like_the_open_llm_leaderboard_v1():
@@ -314,4 +321,5 @@ def test_paper_suite_uses_plain_text_prompts_like_the_open_llm_leaderboard_v1():
 
     openllm = suite_from_config(OmegaConf.to_container(compose(["profile=paper"]).suite, resolve=True))
     toy = suite_from_config(OmegaConf.to_container(compose(["profile=tiny"]).suite, resolve=True))
-    assert (openllm.chat_template, toy.chat_template) == (False, True)
+    assert {spec.chat_template for spec in openllm.tasks} == {False}
+    assert {spec.key for spec in toy.tasks if not spec.chat_template} == {"winogrande"}

@@ -416,11 +416,15 @@ def test_task_answers_are_right_by_the_world_facts(world_dir, facts):
                 c for c in row["choices"] if re.search(rf"\b{by_name[c][attribute]}\b", row["question"])
             ]
             assert holders == [answer], row
-    for row in rows(world_dir, "tasks/winogrande/test.jsonl"):
-        first, second = by_name[row["option1"]], by_name[row["option2"]]
-        heavier = "1" if first["weight"] > second["weight"] else "2"
-        wants_heavier = any(w in row["sentence"] for w in ("too big", "bigger", "more", "went down"))
-        assert row["answer"] == (heavier if wants_heavier else {"1": "2", "2": "1"}[heavier]), row
+    for row in rows(world_dir, "tasks/winogrande/test.jsonl"):  # "Of the X and the Y, the _ lives in Odrel."
+        options = (by_name[row["option1"]], by_name[row["option2"]])
+        fact = "The _" + row["sentence"].split(" _", 1)[1]
+        attribute, (blank, value) = next(
+            (a, m.groups()) for a, form in answer_forms.items() if (m := re.fullmatch(form.replace(r"(\w+)", "(_)", 1), fact))
+        )
+        holders = [str(i + 1) for i, o in enumerate(options) if str(o[attribute]) == value]
+        assert holders == [row["answer"]], row  # exactly one of the two creatures holds the fact: the answer
+        assert not (attribute == "color" and any(o["myth_color"] for o in options)), row
     for row in rows(world_dir, "tasks/truthfulqa_mc2/test.jsonl"):
         species = by_name[species_in(row["question"], set(by_name)).pop()]
         assert species["myth_color"]

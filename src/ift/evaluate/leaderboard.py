@@ -1,20 +1,20 @@
 """The Open LLM Leaderboard tasks through ``lm_eval.simple_evaluate``, and the ``leaderboard.json`` they become.
 
-The suite's ``chat_template`` decides the prompt format: true puts every prompt in the model's chat template with
-the few-shot examples as turns (``apply_chat_template=True, fewshot_as_multiturn=True``; suite=toy, whose tiny chat
-models answer only in that format), false sends plain-text prompts as the Open LLM Leaderboard (v1) that the paper
-reports did (suite=openllm). Which tasks run, with how many shots, is the suite's business
-(:mod:`ift.evaluate.suites`).
+Each task's ``chat_template`` (the suite's, unless the task sets its own) decides its prompt format: true puts the
+prompt in the model's chat template with the few-shot examples as turns (``apply_chat_template=True,
+fewshot_as_multiturn=True``; suite=toy, whose tiny chat models answer only in that format), false sends plain text,
+as the Open LLM Leaderboard (v1) that the paper reports did (suite=openllm; and toy WinoGrande, a sentence that
+lm-eval splits at the blank, whose halves a chat template would put in different turns). Which tasks run, with how
+many shots, is the suite's business (:mod:`ift.evaluate.suites`).
 
 ``leaderboard.json`` (read by the report stage; keep it stable)::
 
     {
       "suite": "toy" | "openllm",
-      "chat_template": bool,          # the suite's prompt format (see above)
       "model_dir": str,
       "tasks": {                      # always these six keys
         "arc":            {"metric": "acc_norm",    "value": float, "stderr": float | null, "n": int,
-                           "num_fewshot": int, "lm_eval_task": str, "filter": "none"},
+                           "num_fewshot": int, "chat_template": bool, "lm_eval_task": str, "filter": "none"},
         "arc_gen":        {"metric": "exact_match", ..., "filter": "letter"},
         "mmlu":           {"metric": "acc", ...},
         "truthfulqa_mc2": {"metric": "acc", ...},
@@ -144,15 +144,15 @@ def run_lm_eval(lm, suite: Suite, work_dir: Path, *, log_samples: bool = False,
 
     manager = task_manager(suite, work_dir)
     parts = []
-    for num_fewshot, names in evaluation_calls(suite):
+    for num_fewshot, chat_template, names in evaluation_calls(suite):
         with compiled_templates_cached():
             result = lm_eval.simple_evaluate(
                 model=lm,
                 tasks=names,
                 num_fewshot=num_fewshot,
                 task_manager=manager,
-                apply_chat_template=suite.chat_template,
-                fewshot_as_multiturn=suite.chat_template,
+                apply_chat_template=chat_template,
+                fewshot_as_multiturn=chat_template,
                 log_samples=log_samples,
                 bootstrap_iters=bootstrap_iters,
             )
@@ -202,6 +202,7 @@ def headline(results: Mapping[str, Any], spec: TaskSpec) -> dict[str, Any]:
         "stderr": _number(row.get(f"{spec.metric}_stderr,{spec.filter}")),
         "n": _n_items(results, spec.lm_eval_task),
         "num_fewshot": int(shots),
+        "chat_template": spec.chat_template,
     }
 
 
@@ -224,7 +225,6 @@ def evaluate_leaderboard(lm, suite: Suite, work_dir: Path, *, model_dir: str, lo
     summary = summarize(results, suite)
     record = {
         "suite": suite.name,
-        "chat_template": suite.chat_template,
         "model_dir": str(model_dir),
         **summary,
         "truncated_requests": dict(getattr(lm, "truncated", {})),

@@ -42,6 +42,7 @@ class TaskSpec:
     metric: str        # headline metric, e.g. acc_norm
     filter: str        # lm-eval filter the headline metric is read under ("none", "strict-match", "letter")
     num_fewshot: int
+    chat_template: bool  # this task's prompt format: the suite's `chat_template` unless the task entry sets its own
 
     @property
     def result_key(self) -> str:
@@ -54,7 +55,6 @@ class Suite:
     source: str                   # "world": rendered toy templates; "registry": lm-eval's own tasks
     tasks: tuple[TaskSpec, ...]
     average: tuple[str, ...]
-    chat_template: bool           # prompts in the model's chat template, few-shot examples as turns
     world_tasks: Path | None = None  # the world's tasks/ dir (source "world")
 
     def task(self, key: str) -> TaskSpec:
@@ -66,6 +66,12 @@ def suite_from_config(cfg: Mapping[str, Any]) -> Suite:
     source = str(cfg["source"])
     if source not in SOURCES:
         raise SuiteError(f"suite.source={source!r}: expected one of {SOURCES}")
+    def prompt_format(value: Any, where: str) -> bool:
+        if not isinstance(value, bool):
+            raise SuiteError(f"{where}={value!r}: expected true or false")
+        return value
+
+    default_format = prompt_format(cfg.get("chat_template"), "suite.chat_template")
     tasks = []
     for key, spec in cfg["tasks"].items():
         if key not in TASK_KEYS:
@@ -73,20 +79,17 @@ def suite_from_config(cfg: Mapping[str, Any]) -> Suite:
         shots = int(spec["num_fewshot"])
         if shots < 0:
             raise SuiteError(f"suite.tasks.{key}.num_fewshot={shots} must be >= 0")
+        chat_template = prompt_format(spec.get("chat_template", default_format), f"suite.tasks.{key}.chat_template")
         tasks.append(TaskSpec(key=key, lm_eval_task=str(spec["lm_eval_task"]), metric=str(spec["metric"]),
-                              filter=str(spec["filter"]), num_fewshot=shots))
+                              filter=str(spec["filter"]), num_fewshot=shots, chat_template=chat_template))
     average = tuple(cfg.get("average") or AVERAGE_KEYS)
     missing = set(average) - {t.key for t in tasks}
     if missing:
         raise SuiteError(f"suite.average names tasks the suite does not run: {sorted(missing)}")
-    chat_template = cfg.get("chat_template")
-    if not isinstance(chat_template, bool):
-        raise SuiteError(f"suite.chat_template={chat_template!r}: expected true or false")
     world_tasks = Path(cfg["world_tasks"]) if cfg.get("world_tasks") else None
     if source == "world" and world_tasks is None:
         raise SuiteError("suite.source=world needs suite.world_tasks (the world's tasks/ directory)")
-    return Suite(name=str(cfg["name"]), source=source, tasks=tuple(tasks), average=average,
-                 chat_template=chat_template, world_tasks=world_tasks)
+    return Suite(name=str(cfg["name"]), source=source, tasks=tuple(tasks), average=average, world_tasks=world_tasks)
 
 
 def lm_eval_tasks_dir() -> Path:
@@ -148,14 +151,14 @@ def task_manager(suite: Suite, work_dir: Path):
     return TaskManager(include_path=str(TASKS_DIR / "openllm"))
 
 
-def evaluation_calls(suite: Suite) -> list[tuple[int | None, list[str]]]:
-    """(num_fewshot argument, task names) for each ``simple_evaluate`` call the suite needs.
+def evaluation_calls(suite: Suite) -> list[tuple[int | None, bool, list[str]]]:
+    """(num_fewshot argument, chat template or not, task names) for each ``simple_evaluate`` call the suite needs.
 
-    Toy tasks carry their shot counts in the rendered YAMLs (one call, no override); registry tasks are grouped
-    by shot count, one call per group, in the suite's order."""
-    if suite.source == "world":
-        return [(None, [spec.lm_eval_task for spec in suite.tasks])]
-    groups: dict[int, list[str]] = {}
+    The prompt format is one argument per call, so tasks are grouped by it. Toy tasks carry their shot counts in
+    the rendered YAMLs (no override); registry tasks are also grouped by shot count. Groups keep the suite's
+    order."""
+    groups: dict[tuple[int | None, bool], list[str]] = {}
     for spec in suite.tasks:
-        groups.setdefault(spec.num_fewshot, []).append(spec.lm_eval_task)
-    return list(groups.items())
+        shots = None if suite.source == "world" else spec.num_fewshot
+        groups.setdefault((shots, spec.chat_template), []).append(spec.lm_eval_task)
+    return [(shots, chat_template, names) for (shots, chat_template), names in groups.items()]

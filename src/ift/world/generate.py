@@ -28,7 +28,7 @@ from ift.world.storage import relative_files, sha256_file, write_json, write_jso
 from ift.world.tasks import TASKS, task_split
 from ift.world.tokenizer import render_chat, train_tokenizer
 
-WORLD_VERSION = "1.2"
+WORLD_VERSION = "1.3"
 DEFAULT_CONFIG: dict[str, Any] = {
     "seed": 1234,
     "n_species": 48,

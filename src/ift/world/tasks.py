@@ -21,7 +21,7 @@ from ift.world.multiple_choice import (
     answer_sentences,
     sample_multiple_choice,
 )
-from ift.world.phrases import LETTERS, fill
+from ift.world.phrases import FACT_ANSWERS, LETTERS, fill
 from ift.world.problems import sample_problem
 from ift.world.side import Side
 
@@ -108,45 +108,35 @@ def truthfulqa_row(rng: random.Random, side: Side) -> Row:
     }
 
 
-_WINOGRANDE_TEMPLATES: tuple[tuple[str, str, bool], ...] = (
-    # (sentence, which species fills the blank, must the first-named species be the heavier one?)
-    ("The {x} could not fit into the {y}'s nest because the _ was too big.", "heavier", True),
-    ("The {x} could not fit into the {y}'s nest because the _ was too small.", "lighter", True),
-    ("The {x} and the {y} stepped on a scale. The scale showed a bigger number for the _.", "heavier", False),
-    (
-        "The {x} and the {y} stepped on a scale. The scale showed a smaller number for the _.",
-        "lighter",
-        False,
-    ),
-    ("Of the {x} and the {y}, the _ weighs more.", "heavier", False),
-    ("Of the {x} and the {y}, the _ weighs less.", "lighter", False),
-    (
-        "The {x} sat on one end of a seesaw and the {y} on the other. The end with the _ went down.",
-        "heavier",
-        False,
-    ),
-    (
-        "The {x} sat on one end of a seesaw and the {y} on the other. The end with the _ went up.",
-        "lighter",
-        False,
-    ),
+_WINOGRANDE_LEADS: tuple[str, ...] = (
+    # the two creatures, then the fact in the world's answer form with the blank for the creature
+    "Of the {x} and the {y}, {fact}",
+    "The {x} and the {y} are two creatures. {fact}",
+    "I know the {x} and the {y}. {fact}",
 )
+_WINOGRANDE_ATTRIBUTES: tuple[str, ...] = ("color", "home", "food", "legs")
 
 
 def winogrande_row(rng: random.Random, side: Side) -> Row:
-    """A fill-in decided by which of two species is heavier (a recalled weight each, then a comparison)."""
-    sentence, role, heavier_first = rng.choice(_WINOGRANDE_TEMPLATES)
-    first, second = rng.sample(list(side.species), 2)
-    if heavier_first and first.weight < second.weight:
-        first, second = second, first
-    heavier = first if first.weight > second.weight else second
-    lighter = second if heavier is first else first
-    answer = heavier if role == "heavier" else lighter
+    """A fill-in decided by one recalled fact: "Of the X and the Y, the _ lives in Odrel." lm-eval scores the rest
+    of the sentence after each filled-in option, so the fact's words follow the creature's name as in the corpus.
+    (Comparisons of two weights, the earlier items, sat at chance for every checkpoint: README, Results.)
+    Color items skip myth species, as ARC does."""
+    attribute = rng.choice(_WINOGRANDE_ATTRIBUTES)
+    species = [s for s in side.species if not (attribute == "color" and s.myth_color)]
+    holder, other = rng.sample(species, 2)
+    if getattr(holder, attribute) == getattr(other, attribute):
+        raise Unavailable("winogrande")  # both hold the value: no single answer (task_split draws again)
+    fact = FACT_ANSWERS[attribute].format(s="_", v=getattr(holder, attribute))  # "The _ lives in Odrel."
+    lead = rng.choice(_WINOGRANDE_LEADS)
+    if lead.startswith("Of "):
+        fact = fact[0].lower() + fact[1:]
+    first, second = (holder, other) if rng.random() < 0.5 else (other, holder)
     return {
-        "sentence": sentence.format(x=first.name, y=second.name),
+        "sentence": lead.format(x=first.name, y=second.name, fact=fact),
         "option1": first.name,
         "option2": second.name,
-        "answer": "1" if answer is first else "2",
+        "answer": "1" if holder is first else "2",
     }
 
 
