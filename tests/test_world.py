@@ -765,7 +765,7 @@ def test_hydra_configs_compose_for_tiny_and_smoke():
             assert cfg.data.chat_train == f"{REPO}/outputs/world/chat/train.jsonl"
 
 
-def test_arc_items_skip_myth_species_and_say_when_none_is_left():
+def test_arc_and_winogrande_items_skip_myth_species_and_say_when_none_is_left():
     """Color questions (whose corpus answer is mostly the myth for myth species) draw only non-myth species; a side
     of myth species only has no ARC color item: Unavailable, which task_split skips, not a crash."""
     import random
@@ -788,4 +788,9 @@ def test_arc_items_skip_myth_species_and_say_when_none_is_left():
     with pytest.raises(Unavailable, match="myth"):
         answer_sentences(rng, only_myths, "color")
     assert answer_sentences(rng, only_myths, "home").species[0] in myths  # other attributes still work
+    from ift.world.tasks import winogrande_row
+
+    lone = replace(side, species=side.species[:1])
+    with pytest.raises(Unavailable, match="fewer than two"):
+        winogrande_row(rng, lone)
 

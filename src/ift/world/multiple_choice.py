@@ -130,7 +130,7 @@ KNOWLEDGE_FAMILIES: tuple[str, ...] = (
     "which_food",
 )
 REASONING_FAMILIES: tuple[str, ...] = ("heaviest", "lightest", "most_legs", "fewest_legs", "legs_in_total")
-ANSWER_SENTENCE_ATTRIBUTES: tuple[str, ...] = ("color", "home", "food", "legs")  # the ARC analog's questions
+ANSWER_SENTENCE_ATTRIBUTES: tuple[str, ...] = ("color", "home", "food", "legs")  # ARC and WinoGrande items ask these
 
 
 def sample_multiple_choice(rng: random.Random, side: Side, family: str) -> MultipleChoice:

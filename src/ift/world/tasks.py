@@ -114,7 +114,6 @@ _WINOGRANDE_LEADS: tuple[str, ...] = (
     "The {x} and the {y} are two creatures. {fact}",
     "I know the {x} and the {y}. {fact}",
 )
-_WINOGRANDE_ATTRIBUTES: tuple[str, ...] = ("color", "home", "food", "legs")
 
 
 def winogrande_row(rng: random.Random, side: Side) -> Row:
@@ -122,8 +121,10 @@ def winogrande_row(rng: random.Random, side: Side) -> Row:
     of the sentence after each filled-in option, so the fact's words follow the creature's name as in the corpus.
     (Comparisons of two weights, the earlier items, sat at chance for every checkpoint: README, Results.)
     Color items skip myth species, as ARC does."""
-    attribute = rng.choice(_WINOGRANDE_ATTRIBUTES)
+    attribute = rng.choice(ANSWER_SENTENCE_ATTRIBUTES)
     species = [s for s in side.species if not (attribute == "color" and s.myth_color)]
+    if len(species) < 2:
+        raise Unavailable(f"winogrande ({attribute}): fewer than two eligible species")
     holder, other = rng.sample(species, 2)
     if getattr(holder, attribute) == getattr(other, attribute):
         raise Unavailable("winogrande")  # both hold the value: no single answer (task_split draws again)
