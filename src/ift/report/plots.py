@@ -24,7 +24,7 @@ def task_bars(rows: list[dict], path: Path) -> Path:
     """One panel per start point: a bar per (task, row) with the std over seeds as error bar."""
     plt = _pyplot()
     starts = list(dict.fromkeys(row["start"] for row in rows))
-    figure, axes = plt.subplots(len(starts), 1, figsize=(11, 3.6 * len(starts)), squeeze=False)
+    figure, axes = plt.subplots(len(starts), 1, figsize=(13, 3.6 * len(starts)), squeeze=False)
     columns = [*LEADERBOARD_COLUMNS, ("avg", "Avg")]
     for ax, start in zip(axes[:, 0], starts):
         start_rows = [row for row in rows if row["start"] == start]
@@ -37,7 +37,8 @@ def task_bars(rows: list[dict], path: Path) -> Path:
         ax.set_xticks([j + 0.4 - width / 2 for j in range(len(columns))], [title for _, title in columns])
         ax.set_ylabel("score (%)")
         ax.set_title(START_TITLES.get(start, start))
-        ax.legend(fontsize=7, ncol=3)
+        ax.set_ylim(0, 105)  # percentages; room for error bars near 100
+        ax.legend(fontsize=7, ncol=1, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, not on them
     figure.tight_layout()
     return write_png_atomic(figure, path)
 
