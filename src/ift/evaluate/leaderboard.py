@@ -139,7 +139,7 @@ def compiled_templates_cached() -> Iterator[None]:
 
 def run_lm_eval(lm, suite: Suite, work_dir: Path, *, log_samples: bool = False,
                 bootstrap_iters: int = 100000) -> dict:
-    """Run the suite's tasks with lm-eval (in the suite's prompt format); return lm-eval's results dict."""
+    """Run the suite's tasks with lm-eval, each in its own prompt format; return lm-eval's results dict."""
     import lm_eval
 
     manager = task_manager(suite, work_dir)

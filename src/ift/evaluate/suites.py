@@ -66,6 +66,7 @@ def suite_from_config(cfg: Mapping[str, Any]) -> Suite:
     source = str(cfg["source"])
     if source not in SOURCES:
         raise SuiteError(f"suite.source={source!r}: expected one of {SOURCES}")
+
     def prompt_format(value: Any, where: str) -> bool:
         if not isinstance(value, bool):
             raise SuiteError(f"{where}={value!r}: expected true or false")

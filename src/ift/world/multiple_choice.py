@@ -60,15 +60,20 @@ def attribute_of(rng: random.Random, side: Side, attribute: str) -> MultipleChoi
     return MultipleChoice(attribute, question, choices, answer, (species.name,))
 
 
+def askable_species(side: Side, attribute: str) -> tuple[Species, ...]:
+    """The species an ARC or WinoGrande item may ask `attribute` of: all of them, except that color items skip myth
+    species (their corpus color is mostly the myth, which TruthfulQA tests)."""
+    return tuple(s for s in side.species if not (attribute == "color" and s.myth_color))
+
+
 def answer_sentences(rng: random.Random, side: Side, attribute: str) -> MultipleChoice:
     """'What color is the X?' with four whole answers ("The X is red.", "The X is blue.", ...).
 
     The ARC analog's items. lm-eval's ARC scores each choice text as the answer's continuation, with no choices
     shown; a fine-tuned model answers in sentences, so a bare value ("red") is a continuation it never produces,
     and every checkpoint scored at chance on bare values and on the comparison families (README, Results).
-    Color questions skip myth species: their corpus color is mostly the myth, which TruthfulQA tests."""
-    if attribute == "color":
-        side = replace(side, species=tuple(s for s in side.species if not s.myth_color))
+    Color questions skip myth species (`askable_species`)."""
+    side = replace(side, species=askable_species(side, attribute))
     if not side.species:
         raise Unavailable(f"answer_sentences({attribute}): every species of this side is a myth species")
     item = attribute_of(rng, side, attribute)

@@ -19,6 +19,7 @@ from ift.world.multiple_choice import (
     KNOWLEDGE_FAMILIES,
     Unavailable,
     answer_sentences,
+    askable_species,
     sample_multiple_choice,
 )
 from ift.world.phrases import FACT_ANSWERS, LETTERS, fill
@@ -122,7 +123,7 @@ def winogrande_row(rng: random.Random, side: Side) -> Row:
     (Comparisons of two weights, the earlier items, sat at chance for every checkpoint: README, Results.)
     Color items skip myth species, as ARC does."""
     attribute = rng.choice(ANSWER_SENTENCE_ATTRIBUTES)
-    species = [s for s in side.species if not (attribute == "color" and s.myth_color)]
+    species = askable_species(side, attribute)
     if len(species) < 2:
         raise Unavailable(f"winogrande ({attribute}): fewer than two eligible species")
     holder, other = rng.sample(species, 2)
