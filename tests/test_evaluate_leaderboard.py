@@ -316,10 +316,13 @@ def test_suite_chat_template_must_be_a_boolean(tiny_world, value):
             suite_from_config(OmegaConf.to_container(cfg.suite, resolve=True))
 
 
-def test_paper_suite_uses_plain_text_prompts_like_the_open_llm_leaderboard_v1():
+def test_paper_suite_uses_the_chat_template_like_the_papers_evaluation():
     from ift.evaluate.suites import suite_from_config
 
     openllm = suite_from_config(OmegaConf.to_container(compose(["profile=paper"]).suite, resolve=True))
     toy = suite_from_config(OmegaConf.to_container(compose(["profile=tiny"]).suite, resolve=True))
-    assert {spec.chat_template for spec in openllm.tasks} == {False}
+    assert {spec.chat_template for spec in openllm.tasks} == {True}
+    plain = suite_from_config(OmegaConf.to_container(
+        compose(["profile=paper", "suite.chat_template=false"]).suite, resolve=True))
+    assert {spec.chat_template for spec in plain.tasks} == {False}  # the leaderboard's own plain-text protocol
     assert {spec.key for spec in toy.tasks if not spec.chat_template} == {"winogrande"}

@@ -59,9 +59,9 @@ def test_suite_runs_one_call_per_shot_count(openllm):
     from ift.evaluate.suites import evaluation_calls
 
     assert evaluation_calls(openllm) == [
-        (25, False, ["arc_challenge", "arc_challenge_gen"]),
-        (5, False, ["mmlu", "winogrande", "gsm8k"]),
-        (0, False, ["truthfulqa_mc2"]),
+        (25, True, ["arc_challenge", "arc_challenge_gen"]),
+        (5, True, ["mmlu", "winogrande", "gsm8k"]),
+        (0, True, ["truthfulqa_mc2"]),
     ]
 
 

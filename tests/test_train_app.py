@@ -128,6 +128,7 @@ def test_paper_profile_runs_its_code_path_up_to_training_with_a_local_stand_in(t
     assert args["bf16"] is True and args["use_cpu"] is False and args["activation_checkpointing"] is True
     assert args["optim"] == "rmsprop" and args["learning_rate"] == 5e-7 and args["lr_scheduler_type"] == "cosine"
     assert args["warmup_steps"] == 0.1 and args["num_train_epochs"] == 3
+    assert args["max_grad_norm"] == 10.0  # the authors' config.yaml (their run scripts keep it)
     assert args["per_device_train_batch_size"] * args["gradient_accumulation_steps"] == 512  # one process
 
 
