@@ -244,31 +244,67 @@ def test_too_many_shots_for_the_pool_fails_before_running(tiny_world, tmp_path):
         render_toy_tasks(bad, tmp_path / "tasks")
 
 
-def test_summary_reads_groups_and_averages_the_five():
-    """The flat table from an lm-eval results dict shaped like a registry run (MMLU as a group of groups)."""
-    from ift.evaluate.leaderboard import summarize
-    from ift.evaluate.suites import TaskSpec, suite_from_config
+# MMLU leaves of a registry-shaped result: (accuracy, stderr, items). lm-eval's group value weighs them by size.
+MMLU_LEAVES = {"mmlu_anatomy": (0.3, 0.04, 135), "mmlu_virology": (0.6, 0.03, 166), "mmlu_nutrition": (0.9, 0.02, 306)}
+MMLU_BY_SIZE = sum(acc * n for acc, _, n in MMLU_LEAVES.values()) / sum(n for _, _, n in MMLU_LEAVES.values())
 
-    cfg = compose(["profile=paper"])
-    openllm = suite_from_config(OmegaConf.to_container(cfg.suite, resolve=True))
-    values = {"arc_challenge": 0.6, "arc_challenge_gen": 0.1, "mmlu": 0.5, "truthfulqa_mc2": 0.4,
+
+def _registry_results(suite):
+    """An lm-eval results dict shaped like a registry run of ``suite`` (MMLU as a group of groups)."""
+    values = {"arc_challenge": 0.6, "arc_challenge_gen": 0.1, "mmlu": MMLU_BY_SIZE, "truthfulqa_mc2": 0.4,
               "winogrande": 0.7, "gsm8k": 0.2}
     results = {"results": {}, "n-samples": {}, "n-shot": {},
                "group_subtasks": {"mmlu": ["mmlu_stem", "mmlu_other"], "mmlu_stem": ["mmlu_anatomy"],
                                   "mmlu_other": ["mmlu_virology", "mmlu_nutrition"]}}
-    for spec in openllm.tasks:
+    for spec in suite.tasks:
         results["results"][spec.lm_eval_task] = {spec.result_key: values[spec.lm_eval_task],
                                                  f"{spec.metric}_stderr,{spec.filter}": "N/A"}
         if spec.key != "mmlu":
             results["n-samples"][spec.lm_eval_task] = {"effective": 100, "original": 100}
             results["n-shot"][spec.lm_eval_task] = spec.num_fewshot
-    for leaf, n in (("mmlu_anatomy", 135), ("mmlu_virology", 166), ("mmlu_nutrition", 306)):
+    for leaf, (acc, stderr, n) in MMLU_LEAVES.items():
+        results["results"][leaf] = {"acc,none": acc, "acc_stderr,none": stderr}
         results["n-samples"][leaf] = {"effective": n, "original": n}
-    table = summarize(results, openllm)
+    return results
+
+
+def test_paper_mmlu_is_the_unweighted_mean_of_its_subjects_like_the_open_llm_leaderboard():
+    """suite=openllm reports MMLU as the mean over subjects (leaderboard v1), not lm-eval's size-weighted group."""
+    import math
+
+    from ift.evaluate.leaderboard import summarize
+    from ift.evaluate.suites import SuiteError, suite_from_config
+
+    openllm = suite_from_config(OmegaConf.to_container(compose(["profile=paper"]).suite, resolve=True))
+    row = summarize(_registry_results(openllm), openllm)["tasks"]["mmlu"]
+    assert row["value"] == pytest.approx((0.3 + 0.6 + 0.9) / 3) and MMLU_BY_SIZE == pytest.approx(0.6845, abs=1e-4)
+    assert row["stderr"] == pytest.approx(math.sqrt(0.04**2 + 0.03**2 + 0.02**2) / 3)
+    assert row["n"] == 135 + 166 + 306
+
+    weighted = suite_from_config(OmegaConf.to_container(
+        compose(["profile=paper", "suite.tasks.mmlu.subtask_mean=false"]).suite, resolve=True))
+    assert summarize(_registry_results(weighted), weighted)["tasks"]["mmlu"]["value"] == pytest.approx(MMLU_BY_SIZE)
+
+    missing = _registry_results(openllm)
+    del missing["results"]["mmlu_virology"]["acc,none"]
+    with pytest.raises(KeyError, match="mmlu_virology"):
+        summarize(missing, openllm)
+    with pytest.raises(SuiteError, match="subtask_mean"):
+        suite_from_config(OmegaConf.to_container(
+            compose(["profile=paper", "suite.tasks.mmlu.subtask_mean=maybe"]).suite, resolve=True))
+
+
+def test_summary_reads_groups_and_averages_the_five():
+    """The flat table from an lm-eval results dict shaped like a registry run (MMLU as a group of groups)."""
+    from ift.evaluate.leaderboard import summarize
+    from ift.evaluate.suites import TaskSpec, suite_from_config
+
+    openllm = suite_from_config(OmegaConf.to_container(compose(["profile=paper"]).suite, resolve=True))
+    table = summarize(_registry_results(openllm), openllm)
     assert table["tasks"]["mmlu"]["n"] == 135 + 166 + 306
     assert table["tasks"]["mmlu"]["num_fewshot"] == 5
     assert table["tasks"]["arc"]["stderr"] is None
-    assert table["avg"] == pytest.approx((0.6 + 0.5 + 0.4 + 0.7 + 0.2) / 5)  # ARC-Gen left out
+    assert table["avg"] == pytest.approx((0.6 + 0.6 + 0.4 + 0.7 + 0.2) / 5)  # MMLU's subject mean; ARC-Gen left out
     assert isinstance(openllm.task("gsm8k"), TaskSpec)
 
 

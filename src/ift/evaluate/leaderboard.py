@@ -184,22 +184,41 @@ def _n_items(results: Mapping[str, Any], name: str) -> int:
     return sum(int(samples[leaf]["effective"]) for leaf in _leaf_tasks(results, name) if leaf in samples)
 
 
-def headline(results: Mapping[str, Any], spec: TaskSpec) -> dict[str, Any]:
-    """The task's row of leaderboard.json, read from lm-eval's results (tasks and groups alike)."""
-    row = results.get("results", {}).get(spec.lm_eval_task) or results.get("groups", {}).get(spec.lm_eval_task)
+def _metric_row(results: Mapping[str, Any], name: str, spec: TaskSpec) -> tuple[float, float | None]:
+    """(value, stderr) of the spec's metric for the task or group ``name``, refusing a missing or non-number value."""
+    row = results.get("results", {}).get(name) or results.get("groups", {}).get(name)
     if row is None or spec.result_key not in row:
         available = sorted(k for k in (row or {}) if "," in k and "_stderr" not in k)
-        raise KeyError(f"lm-eval reported no {spec.result_key!r} for {spec.lm_eval_task!r} (has: {available})")
+        raise KeyError(f"lm-eval reported no {spec.result_key!r} for {name!r} (has: {available})")
     value = _number(row[spec.result_key])
     if value is None:
-        raise ValueError(f"lm-eval reported {row[spec.result_key]!r} for {spec.lm_eval_task} {spec.result_key}")
+        raise ValueError(f"lm-eval reported {row[spec.result_key]!r} for {name} {spec.result_key}")
+    return value, _number(row.get(f"{spec.metric}_stderr,{spec.filter}"))
+
+
+def _subtask_mean(results: Mapping[str, Any], spec: TaskSpec) -> tuple[float, float | None]:
+    """Unweighted mean over a group's leaf tasks (the Open LLM Leaderboard v1's MMLU: the mean of 57 subjects), with
+    the stderr of a mean of independent estimates, sqrt(sum se^2) / k (None if a leaf has none)."""
+    leaves = _leaf_tasks(results, spec.lm_eval_task)
+    rows = [_metric_row(results, leaf, spec) for leaf in leaves]
+    errors = [stderr for _, stderr in rows]
+    stderr = math.sqrt(sum(e * e for e in errors)) / len(rows) if None not in errors else None
+    return sum(value for value, _ in rows) / len(rows), stderr
+
+
+def headline(results: Mapping[str, Any], spec: TaskSpec) -> dict[str, Any]:
+    """The task's row of leaderboard.json, read from lm-eval's results (tasks and groups alike)."""
+    if spec.subtask_mean:
+        value, stderr = _subtask_mean(results, spec)
+    else:
+        value, stderr = _metric_row(results, spec.lm_eval_task, spec)
     shots = results.get("n-shot", {}).get(spec.lm_eval_task, spec.num_fewshot)
     return {
         "metric": spec.metric,
         "filter": spec.filter,
         "lm_eval_task": spec.lm_eval_task,
         "value": value,
-        "stderr": _number(row.get(f"{spec.metric}_stderr,{spec.filter}")),
+        "stderr": stderr,
         "n": _n_items(results, spec.lm_eval_task),
         "num_fewshot": int(shots),
         "chat_template": spec.chat_template,

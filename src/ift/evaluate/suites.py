@@ -43,6 +43,8 @@ class TaskSpec:
     filter: str        # lm-eval filter the headline metric is read under ("none", "strict-match", "letter")
     num_fewshot: int
     chat_template: bool  # this task's prompt format: the suite's `chat_template` unless the task entry sets its own
+    subtask_mean: bool = False  # a group's headline = unweighted mean over its leaf tasks (Open LLM Leaderboard v1's
+                                # MMLU), instead of lm-eval's group aggregate (MMLU: weighted by subtask size)
 
     @property
     def result_key(self) -> str:
@@ -81,8 +83,12 @@ def suite_from_config(cfg: Mapping[str, Any]) -> Suite:
         if shots < 0:
             raise SuiteError(f"suite.tasks.{key}.num_fewshot={shots} must be >= 0")
         chat_template = prompt_format(spec.get("chat_template", default_format), f"suite.tasks.{key}.chat_template")
+        subtask_mean = spec.get("subtask_mean", False)
+        if not isinstance(subtask_mean, bool):
+            raise SuiteError(f"suite.tasks.{key}.subtask_mean={subtask_mean!r}: expected true or false")
         tasks.append(TaskSpec(key=key, lm_eval_task=str(spec["lm_eval_task"]), metric=str(spec["metric"]),
-                              filter=str(spec["filter"]), num_fewshot=shots, chat_template=chat_template))
+                              filter=str(spec["filter"]), num_fewshot=shots, chat_template=chat_template,
+                              subtask_mean=subtask_mean))
     average = tuple(cfg.get("average") or AVERAGE_KEYS)
     missing = set(average) - {t.key for t in tasks}
     if missing:
