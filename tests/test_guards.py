@@ -11,9 +11,13 @@ from ift.train.trainers import build_trainer
 from tiny_lm import qa_rows, tiny_model, tiny_tokenizer
 
 
-@pytest.mark.parametrize("method", ["sft", "ift"])
+@pytest.mark.parametrize("method", [{"name": "sft"}, {"name": "sft", "reduction": "sequence_mean"}, {"name": "ift"}],
+                         ids=["sft", "sft-sequence_mean", "ift"])
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, method):
     from datasets import Dataset
+    from trl import SFTTrainer
+
+    from ift.train.sequence_mean import SequenceMeanSFTTrainer
 
     tok = tiny_tokenizer()
     model = tiny_model(tok)
@@ -21,8 +25,10 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, met
                   optim="sgd", lr_scheduler_type="constant", max_grad_norm=0.0, use_cpu=True, bf16=False,
                   report_to="none", activation_checkpointing=False, logging_steps=1, logging_nan_inf_filter=False,
                   save_strategy="steps", save_steps=2, save_total_limit=1, seed=0)
-    trainer = build_trainer({"name": method}, model=model, tokenizer=tok, dataset=Dataset.from_list(qa_rows(80)),
+    trainer = build_trainer(method, model=model, tokenizer=tok, dataset=Dataset.from_list(qa_rows(80)),
                             common_args=common, max_length=64)
+    assert isinstance(trainer, SFTTrainer)
+    assert isinstance(trainer, SequenceMeanSFTTrainer) == (method.get("reduction") == "sequence_mean")
 
     from transformers import TrainerCallback
 

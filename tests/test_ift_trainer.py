@@ -13,11 +13,14 @@ import torch
 
 from ift import losses
 from ift.train.ift_trainer import IFTOptions, IFTTrainer
+from ift.train.sequence_mean import SequenceMeanSFTTrainer
 from tiny_lm import qa_rows, tiny_model, tiny_tokenizer
 
 
 def _one_step(tmp_path, model, rows, *, batch, accumulation, options, tok, lr=1.0):
-    """Run exactly one optimiser step of plain SGD and return (trainer, parameter deltas / lr)."""
+    """Run exactly one optimiser step of plain SGD and return (trainer, parameter deltas / lr).
+
+    ``options``: IFTOptions for an IFTTrainer, or None for the per-sequence-mean SFT trainer."""
     from datasets import Dataset
     from trl import SFTConfig
 
@@ -29,8 +32,10 @@ def _one_step(tmp_path, model, rows, *, batch, accumulation, options, tok, lr=1.
         report_to="none", seed=0, data_seed=0, logging_steps=1, activation_checkpointing=False, save_strategy="no",
         max_length=64, disable_tqdm=True,
     )
-    trainer = IFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok,
-                         ift=options)
+    extra = {} if options is None else {"ift": options}
+    trainer_class = SequenceMeanSFTTrainer if options is None else IFTTrainer
+    trainer = trainer_class(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok,
+                            **extra)
     trainer.train()
     grads = {name: (start[name] - p.detach()) / lr for name, p in trainer.model.named_parameters()}
     return trainer, grads
@@ -81,13 +86,8 @@ def test_untied_input_embedding_gets_no_gradient(tmp_path, tok):
     assert torch.count_nonzero(grads["lm_head.weight"]) > 0
 
 
-def test_lambda_zero_gamma_zero_is_per_sequence_mean_sft(tmp_path, tok):
-    """With λ = 0 and γ = 0 the update equals the gradient of the per-sequence-mean NLL, computed by hand."""
-    rows = qa_rows(8, seed=6)
-    base = tiny_model(tok, seed=6)
-    trainer, grads = _one_step(tmp_path, copy.deepcopy(base), rows, batch=8, accumulation=1,
-                               options=IFTOptions(max_lambda=0.0, min_lambda=0.0, gamma=0.0), tok=tok)
-    batch = next(iter(trainer.get_train_dataloader()))
+def _per_sequence_mean_nll_grads(base, batch):
+    """Independent reference: gradient of the mean over sequences of each sequence's mean -log p (response only)."""
     reference = copy.deepcopy(base)
     logits = reference(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     # independent reference: per-sequence mean of -log p over response tokens, then mean over sequences
@@ -98,10 +98,44 @@ def test_lambda_zero_gamma_zero_is_per_sequence_mean_sft(tmp_path, tok):
         picked = [-logp[b, t, targets[b, t]] for t in range(targets.shape[1]) if targets[b, t] != -100]
         per_seq.append(torch.stack(picked).mean())
     torch.stack(per_seq).mean().backward()
-    expected = {name: p.grad for name, p in reference.named_parameters()}
+    return {name: p.grad for name, p in reference.named_parameters()}
+
+
+def test_lambda_zero_gamma_zero_is_per_sequence_mean_sft(tmp_path, tok):
+    """With λ = 0 and γ = 0 the update equals the gradient of the per-sequence-mean NLL, computed by hand."""
+    rows = qa_rows(8, seed=6)
+    base = tiny_model(tok, seed=6)
+    trainer, grads = _one_step(tmp_path, copy.deepcopy(base), rows, batch=8, accumulation=1,
+                               options=IFTOptions(max_lambda=0.0, min_lambda=0.0, gamma=0.0), tok=tok)
+    expected = _per_sequence_mean_nll_grads(base, next(iter(trainer.get_train_dataloader())))
     # with λ = 0 the input embedding is still detached (IFT's input path has no gradient), unlike SFT
     expected["model.embed_tokens.weight"] = torch.zeros_like(expected["model.embed_tokens.weight"])
     _assert_same_grads(grads, expected)
+
+
+@pytest.mark.parametrize("batch, accumulation", [(8, 1), (4, 2), (2, 4)])
+def test_sequence_mean_sft_is_the_per_sequence_mean_nll_at_any_accumulation(tmp_path, tok, batch, accumulation):
+    """The authors' SFT (method.reduction=sequence_mean): every split of the 8 sequences of one step gives the
+    gradient of the per-sequence-mean NLL computed by hand, input embedding included; TRL's token mean does not."""
+    rows = qa_rows(8, seed=6)
+    base = tiny_model(tok, seed=6)
+    trainer, grads = _one_step(tmp_path, copy.deepcopy(base), rows, batch=batch, accumulation=accumulation,
+                               options=None, tok=tok)
+    full_batch = next(iter(_one_step(tmp_path, copy.deepcopy(base), rows, batch=8, accumulation=1, options=None,
+                                     tok=tok)[0].get_train_dataloader()))
+    expected = _per_sequence_mean_nll_grads(base, full_batch)
+    assert expected["model.embed_tokens.weight"].abs().sum() > 0
+    _assert_same_grads(grads, expected)
+    assert trainer.state.log_history[0]["num_tokens"] > 0  # TRL's token count is still logged
+    if (batch, accumulation) == (8, 1):  # the token mean weighs long answers more: a different loss
+        with torch.no_grad():
+            logits = copy.deepcopy(base)(input_ids=full_batch["input_ids"],
+                                         attention_mask=full_batch["attention_mask"]).logits
+            token_mean = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1),
+                                                           full_batch["labels"][:, 1:].flatten(), ignore_index=-100)
+            token_logps, mask = losses.gather_label_logps(logits, full_batch["labels"])
+            per_sequence = -losses.sequence_logps(token_logps, mask, average=True).mean()
+        assert abs(float(token_mean) - float(per_sequence)) > 1e-4
 
 
 def test_lambda_is_logged_and_pass_losses_recorded(tmp_path, tok):

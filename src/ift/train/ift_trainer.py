@@ -24,9 +24,8 @@ DTensor rather than gather it outside FSDP).
 tests/test_distributed.py checks 2-process FSDP2 against 1 process.
 
 Normalisation: the loss is a mean over *sequences*, so under gradient accumulation and across processes the
-divisor must be the number of sequences in the whole optimiser step, not per micro-batch. ``_get_num_items_in_batch``
-counts those sequences (gathered over processes), and ``compute_loss`` divides the summed per-sequence losses by it
-(times the process count, because DDP/FSDP average gradients). Hence 8x1 = 4x2 = 2x4 give the same update.
+divisor is the number of sequences in the whole optimiser step (``ift.train.sequence_mean.SequenceMeanMixin``, shared
+with the per-sequence-mean SFT). Hence 8x1 = 4x2 = 2x4 give the same update.
 """
 
 from __future__ import annotations
@@ -38,6 +37,7 @@ import torch
 from trl import SFTTrainer
 
 from ift import losses
+from ift.train.sequence_mean import SequenceMeanMixin
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ def _gathered(weight: torch.Tensor | None) -> torch.Tensor | None:
     return weight
 
 
-class IFTTrainer(SFTTrainer):
+class IFTTrainer(SequenceMeanMixin, SFTTrainer):
     """SFTTrainer whose loss is IFT's. ``ift`` carries the method's options (see IFTOptions)."""
 
     def __init__(self, *args, ift: IFTOptions, **kwargs):
@@ -223,22 +223,9 @@ class IFTTrainer(SFTTrainer):
         token_logps, mask = self.token_logps_pass2(model, input_ids, attention_mask, labels, intuition_ids, lam)
         seq_losses = self.sequence_losses(token_logps, mask)
         has_response = mask.any(-1)
-        if num_items_in_batch is None:  # evaluation / a lone forward: mean over this batch's sequences
-            loss = seq_losses.sum() / has_response.sum().clamp(min=1)
-        else:
-            loss = seq_losses.sum() / num_items_in_batch * self.accelerator.num_processes
+        loss = self.step_mean(seq_losses, has_response, num_items_in_batch)
         self._record(lam, seq_losses.detach(), has_response, pass1_logps, mask, attention_mask)
         return (loss, None) if return_outputs else loss
-
-    def _get_num_items_in_batch(self, batch_samples, device):
-        """Sequences with at least one response token in this optimiser step, summed over all processes."""
-        if not batch_samples or "labels" not in batch_samples[0]:
-            return None
-        count = sum((batch["labels"][:, 1:] != -100).any(-1).sum() for batch in batch_samples)
-        count = torch.as_tensor(count, device=device)
-        if self.args.world_size > 1:
-            count = self.accelerator.gather(count.reshape(1)).sum()
-        return count
 
     # ---- metrics ---------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -249,6 +236,4 @@ class IFTTrainer(SFTTrainer):
         self._metrics[mode]["ift/lambda"].append(float(lam))
         self._metrics[mode]["ift/pass2_loss"].append(float(seq_losses.sum() / n))
         self._metrics[mode]["ift/pass1_sft_loss"].append(float(losses.sft_loss(pass1_logps, mask)))
-        if mode == "train":
-            self._total_train_tokens += int(self.accelerator.gather_for_metrics(attention_mask.sum()).sum())
-        self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
+        self.count_tokens(attention_mask)

@@ -1,6 +1,7 @@
 """One function that builds the TRL trainer for a method; the methods share everything but the trainer class.
 
-sft  -> trl.SFTTrainer (completion-only NLL)          ift  -> IFTTrainer (SFTTrainer + IFT's compute_loss)
+sft  -> trl.SFTTrainer (completion-only NLL, token mean) or, with reduction: sequence_mean, SequenceMeanSFTTrainer
+ift  -> IFTTrainer (SFTTrainer + IFT's compute_loss)
 dpo  -> trl.DPOTrainer (reference = the initial model) orpo -> ResponseNLLORPOTrainer (TRL's ORPOTrainer, NLL fixed)
 """
 
@@ -20,8 +21,12 @@ def build_trainer(method: Mapping, *, model, tokenizer, dataset, common_args: di
 
         args = SFTConfig(**common_args, max_length=max_length, completion_only_loss=True, packing=False)
         if name == "sft":
-            return SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                              callbacks=callbacks)
+            from ift.train.sequence_mean import SequenceMeanSFTTrainer
+
+            per_sequence = method.get("reduction", "token_mean") == "sequence_mean"
+            trainer_class = SequenceMeanSFTTrainer if per_sequence else SFTTrainer
+            return trainer_class(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                                 callbacks=callbacks)
         from ift.train.ift_trainer import IFTTrainer
         from ift.train.validate import ift_options
 

@@ -44,12 +44,23 @@ def _check_method(method) -> None:
             raise
         except (ValueError, TypeError) as err:
             raise ConfigError(f"method (ift): {err}") from err
+    if name == "sft":
+        _check_sft_reduction(method, "method")
+    if name == "sft_dpo":
+        _check_sft_reduction(method.sft, "method.sft")
     if name in ("dpo", "orpo"):
         beta = float(method.beta)
         _require(beta > 0, f"method.beta must be > 0 for {name}, got {beta}")
     if name == "sft_dpo":
         beta = float(method.dpo.beta)
         _require(beta > 0, f"method.dpo.beta must be > 0 for sft_dpo, got {beta}")
+
+
+def _check_sft_reduction(node, where: str) -> None:
+    from ift.train.sequence_mean import REDUCTIONS
+
+    reduction = node.get("reduction", "token_mean")
+    _require(reduction in REDUCTIONS, f"{where}.reduction={reduction!r} is unknown; choose one of {', '.join(REDUCTIONS)}")
 
 
 def ift_options(method):
