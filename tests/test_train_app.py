@@ -35,7 +35,7 @@ def no_model_loading(monkeypatch):
         (["method=ift", "+method.lamda=0.2"], "lamda"),
         (["method=dpo", "method.beta=0"], "beta"),
         (["method=sft", "method.reduction=sum"], r"method\.reduction"),
-        (["method=sft_dpo", "+method.sft.reduction=sum"], r"method\.sft\.reduction"),
+        (["method=sft_dpo", "method.sft.reduction=sum"], r"method\.sft\.reduction"),
         (["trainer.finetune.learning_rate=0"], "learning_rate"),
         (["trainer.finetune.per_device_train_batch_size=0"], "per_device_train_batch_size"),
         (["run_name=a/b"], "run_name"),
