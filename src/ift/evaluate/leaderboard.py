@@ -4,8 +4,8 @@ Each task's ``chat_template`` (the suite's, unless the task sets its own) decide
 prompt in the model's chat template with the few-shot examples as turns (``apply_chat_template=True,
 fewshot_as_multiturn=True``; suite=toy, whose tiny chat models answer only in that format, and suite=openllm, as the
 paper's chat-template evaluation), false sends plain text, as the Open LLM Leaderboard (v1) itself did (toy
-WinoGrande, a sentence that lm-eval splits at the blank, whose halves a chat template would put in different turns). Which tasks run, with how
-many shots, is the suite's business (:mod:`ift.evaluate.suites`).
+WinoGrande, a sentence that lm-eval splits at the blank, whose halves a chat template would put in different
+turns). Which tasks run, with how many shots, is the suite's business (:mod:`ift.evaluate.suites`).
 
 ``leaderboard.json`` (read by the report stage; keep it stable)::
 

@@ -69,12 +69,12 @@ def suite_from_config(cfg: Mapping[str, Any]) -> Suite:
     if source not in SOURCES:
         raise SuiteError(f"suite.source={source!r}: expected one of {SOURCES}")
 
-    def prompt_format(value: Any, where: str) -> bool:
+    def flag(value: Any, where: str) -> bool:
         if not isinstance(value, bool):
             raise SuiteError(f"{where}={value!r}: expected true or false")
         return value
 
-    default_format = prompt_format(cfg.get("chat_template"), "suite.chat_template")
+    default_format = flag(cfg.get("chat_template"), "suite.chat_template")
     tasks = []
     for key, spec in cfg["tasks"].items():
         if key not in TASK_KEYS:
@@ -82,10 +82,8 @@ def suite_from_config(cfg: Mapping[str, Any]) -> Suite:
         shots = int(spec["num_fewshot"])
         if shots < 0:
             raise SuiteError(f"suite.tasks.{key}.num_fewshot={shots} must be >= 0")
-        chat_template = prompt_format(spec.get("chat_template", default_format), f"suite.tasks.{key}.chat_template")
-        subtask_mean = spec.get("subtask_mean", False)
-        if not isinstance(subtask_mean, bool):
-            raise SuiteError(f"suite.tasks.{key}.subtask_mean={subtask_mean!r}: expected true or false")
+        chat_template = flag(spec.get("chat_template", default_format), f"suite.tasks.{key}.chat_template")
+        subtask_mean = flag(spec.get("subtask_mean", False), f"suite.tasks.{key}.subtask_mean")
         tasks.append(TaskSpec(key=key, lm_eval_task=str(spec["lm_eval_task"]), metric=str(spec["metric"]),
                               filter=str(spec["filter"]), num_fewshot=shots, chat_template=chat_template,
                               subtask_mean=subtask_mean))

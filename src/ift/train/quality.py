@@ -185,6 +185,7 @@ def measure_start_points(cfg, *, base_dir: Path, sft_beta_dir: Path) -> dict:
         "sft_beta_exact_match_above_base": report["sft_beta"]["gsm8k_exact_match"]
         > report["base"]["gsm8k_exact_match"],
     }
+
     def both(figure) -> str:
         """One figure of both start points, e.g. "base 0.86 sft_beta 0.97" (n/a where nothing was measured)."""
         return " ".join(f"{name} " + ("n/a" if (v := figure(report[name])) is None else f"{v:.2f}")

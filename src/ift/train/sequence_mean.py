@@ -17,6 +17,11 @@ from ift import losses
 REDUCTIONS = ("token_mean", "sequence_mean")  # conf/method/sft.yaml `reduction`: TRL's | the authors'
 
 
+def sft_reduction(method) -> str:
+    """An SFT method node's `reduction`; a node without one gets TRL's own (plain SFTTrainer)."""
+    return method.get("reduction", "token_mean")
+
+
 class SequenceMeanMixin:
     """Normalisation by the optimiser step's sequence count, for a Trainer whose ``compute_loss`` returns it."""
 

@@ -21,10 +21,9 @@ def build_trainer(method: Mapping, *, model, tokenizer, dataset, common_args: di
 
         args = SFTConfig(**common_args, max_length=max_length, completion_only_loss=True, packing=False)
         if name == "sft":
-            from ift.train.sequence_mean import SequenceMeanSFTTrainer
+            from ift.train.sequence_mean import SequenceMeanSFTTrainer, sft_reduction
 
-            per_sequence = method.get("reduction", "token_mean") == "sequence_mean"
-            trainer_class = SequenceMeanSFTTrainer if per_sequence else SFTTrainer
+            trainer_class = SequenceMeanSFTTrainer if sft_reduction(method) == "sequence_mean" else SFTTrainer
             return trainer_class(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                                  callbacks=callbacks)
         from ift.train.ift_trainer import IFTTrainer

@@ -57,9 +57,9 @@ def _check_method(method) -> None:
 
 
 def _check_sft_reduction(node, where: str) -> None:
-    from ift.train.sequence_mean import REDUCTIONS
+    from ift.train.sequence_mean import REDUCTIONS, sft_reduction
 
-    reduction = node.get("reduction", "token_mean")
+    reduction = sft_reduction(node)
     _require(reduction in REDUCTIONS, f"{where}.reduction={reduction!r} is unknown; choose one of {', '.join(REDUCTIONS)}")
 
 
