@@ -665,6 +665,25 @@ def test_random_rows_through_a_jsonl_file_never_leak_a_bad_row(batch, tmp_path_f
     ] == valid  # Arrow may add null keys; formatting drops them
 
 
+def test_int_and_float_scores_around_a_malformed_row_still_load(tmp_path, caplog):
+    """Found by the property above: datasets' JSON reader fails on this file ("Unable to merge: Field
+    score_rejected has incompatible types: int64 vs double"); the rows are read one by one instead, the valid two
+    kept, the malformed one skipped, and the fallback is logged."""
+    pair = {"prompt": "p", "prompt_id": "1", "score_chosen": 1.5, "score_rejected": 3,
+            "chosen": [{"role": "user", "content": "p"}, {"role": "assistant", "content": "a"}],
+            "rejected": [{"role": "user", "content": "p"}, {"role": "assistant", "content": "b"}]}
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in [pair, {"role": [None, None]},
+                                                                {**pair, "score_rejected": 2.5}]))
+    kept, report = load_examples(DataSource(str(path), "train"), PREFERENCE,
+                                 validation=Validation(max_skip_fraction=1.0), cache_dir=str(tmp_path / "cache"))
+    assert [row["score_rejected"] for row in kept.to_list()] == [3.0, 2.5] and report.rows_skipped == 1
+    assert any("read the rows with json.loads instead" in record.getMessage() for record in caplog.records)
+    path.write_text('{"prompt": "p"\n')  # not JSON at all: still the loader's clear error
+    with pytest.raises(DataError, match="could not load .*rows.jsonl"):
+        load_examples(DataSource(str(path), "train"), PREFERENCE, cache_dir=str(tmp_path / "cache2"))
+
+
 # ---------------------------------------------------------------- the paper's data use per (method, start)
 
 N = 4  # of the 6 rows in each fixture split

@@ -10,6 +10,7 @@ and a larger ``n`` extends a smaller one.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Iterator, Sequence
@@ -62,11 +63,33 @@ def load_split(data_source: DataSource, cache_dir: str | None = None) -> dataset
     try:
         dataset = datasets.load_dataset(*args, split=data_source.split, cache_dir=cache_dir, **kwargs)
     except Exception as error:  # many types: FileNotFoundError, ValueError (split), ConnectionError, ...
-        raise DataError(
-            f"could not load {data_source.describe()}{as_hub_id}: {type(error).__name__}: {error}"
-        ) from error
+        dataset = _json_file_rows(path) if args == ("json",) else None
+        if dataset is None:
+            raise DataError(
+                f"could not load {data_source.describe()}{as_hub_id}: {type(error).__name__}: {error}"
+            ) from error
+        logger.warning("%s: datasets' JSON reader failed (%s: %s); read the rows with json.loads instead",
+                       data_source.describe(), type(error).__name__, error)
     _warn_about_mixed_types(dataset, data_source)
     return dataset
+
+
+def _json_file_rows(path: Path) -> datasets.Dataset | None:
+    """A JSON-lines (or JSON-array) file read row by row, or None if that fails too.
+
+    datasets' JSON reader gives up on some files whose rows are each fine to validate: a malformed row sends it
+    down a path that builds tables piecewise and then cannot merge a column read as int64 in one piece and double
+    in another (scores 3 and 2.5). Python's reader and one Arrow table over all rows read those as double."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        try:
+            whole = json.loads(text)
+        except json.JSONDecodeError:
+            whole = None
+        rows = whole if isinstance(whole, list) else [json.loads(line) for line in text.splitlines() if line.strip()]
+        return datasets.Dataset.from_list(rows)
+    except Exception:  # not JSON, a row that is not an object, columns Arrow cannot unify: the caller's error stands
+        return None
 
 
 def _holds_json(feature: object) -> bool:
