@@ -137,3 +137,92 @@ def test_cli_runs_one_evaluation_and_fails_clearly(root, tmp_path):
     failed = _cli(root, f"model_dir={tmp_path / 'nowhere'}", f"out={out}")
     assert failed.returncode != 0
     assert "does not exist" in failed.stderr and str(tmp_path / "nowhere") in failed.stderr
+
+
+def _recording_simple_evaluate(monkeypatch, log: Path):
+    """Wrap lm_eval.simple_evaluate to append (pid, tasks) to a file: a forked child's calls are seen too."""
+    import lm_eval
+
+    original = lm_eval.simple_evaluate
+
+    def recorded(*args, **kwargs):
+        with log.open("a") as handle:
+            handle.write(json.dumps([os.getpid(), kwargs["tasks"]]) + "\n")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(lm_eval, "simple_evaluate", recorded)
+
+
+def _numbers(records: dict) -> dict:
+    """What an evaluation measured, without its wall times, dates and temporary paths."""
+    board = records["leaderboard"]
+    alpaca = {k: v for k, v in records["alpaca"].items() if not k.endswith("seconds")}
+    return {"tasks": board["tasks"], "avg": board["avg"], "truncated": board["truncated_requests"],
+            "results": board["lm_eval"]["results"], "n_samples": board["lm_eval"]["n-samples"], "alpaca": alpaca}
+
+
+@pytest.mark.slow
+def test_parallel_evaluation_forks_the_generation_work_and_measures_the_same(root, tmp_path, monkeypatch):
+    from ift.evaluate.app import run_from_config
+
+    log = tmp_path / "calls.jsonl"
+    _recording_simple_evaluate(monkeypatch, log)
+    # a 200-token window cuts prompts in both lanes: the truncation counts of the two processes are added up
+    serial = run_from_config(_cfg(root, tmp_path / "serial", "eval.parallel=false", "eval.max_length=200"))
+    serial_calls = [json.loads(line) for line in log.read_text().splitlines()]
+    log.unlink()
+    parallel = run_from_config(_cfg(root, tmp_path / "parallel", "eval.parallel=true", "eval.max_length=200"))
+    parallel_calls = [json.loads(line) for line in log.read_text().splitlines()]
+
+    assert {pid for pid, _ in serial_calls} == {os.getpid()}
+    assert [tasks for _, tasks in serial_calls] == [
+        ["toy_arc", "toy_arc_gen", "toy_mmlu", "toy_truthfulqa_mc2", "toy_gsm8k"], ["toy_winogrande"]]
+    here = [tasks for pid, tasks in parallel_calls if pid == os.getpid()]
+    forked = [tasks for pid, tasks in parallel_calls if pid != os.getpid()]
+    assert here == [["toy_arc", "toy_mmlu", "toy_truthfulqa_mc2"], ["toy_winogrande"]]
+    assert forked == [["toy_arc_gen", "toy_gsm8k"]]
+
+    assert _numbers(parallel) == _numbers(serial)
+    assert min(parallel["leaderboard"]["truncated_requests"].values()) > 0
+    for name in ("leaderboard.json", "alpaca.json", "alpaca_annotations.json"):
+        assert json.loads((tmp_path / "parallel" / name).read_text()) is not None
+    annotations = [json.loads((tmp_path / d / "alpaca_annotations.json").read_text()) for d in ("serial", "parallel")]
+    assert [[a["output_2"], a["preference"]] for a in annotations[0]] == \
+        [[a["output_2"], a["preference"]] for a in annotations[1]]
+
+
+@pytest.mark.slow
+def test_a_failing_generation_lane_fails_the_evaluation_with_its_own_error(root, tmp_path, monkeypatch):
+    import ift.evaluate.leaderboard as leaderboard
+    from ift.evaluate.app import run_from_config
+
+    original = leaderboard.run_lm_eval
+    parent = os.getpid()
+
+    def fails_in_the_child(lm, calls, *args, **kwargs):
+        if os.getpid() != parent:
+            raise ValueError("generation broke")
+        return original(lm, calls, *args, **kwargs)
+
+    monkeypatch.setattr(leaderboard, "run_lm_eval", fails_in_the_child)
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match="generation broke") as raised:
+        run_from_config(_cfg(root, out))
+    assert any("forked process" in note for note in raised.value.__notes__)
+    assert not out.exists() or not any(out.iterdir())  # no leaderboard.json without its generation tasks
+
+
+@pytest.mark.parametrize("value", ["yes", "2"])
+def test_eval_parallel_must_be_a_boolean(root, tmp_path, value):
+    from ift.evaluate.app import EvaluationConfigError, run_from_config
+
+    with pytest.raises(EvaluationConfigError, match="eval.parallel"):
+        run_from_config(_cfg(root, tmp_path / "out", f"eval.parallel={value}"))
+
+
+def test_parallel_applies_on_cpu_only():
+    from ift.evaluate.app import _in_two_processes
+
+    assert _in_two_processes({"parallel": True}, "cpu")
+    assert not _in_two_processes({"parallel": True}, "cuda")
+    assert not _in_two_processes({"parallel": False}, "cpu")

@@ -10,6 +10,11 @@ receives ``leaderboard.json`` (:mod:`ift.evaluate.leaderboard` documents it) and
 evaluation has finished, and the files of the evaluations being run are removed first, so an interrupted run
 never leaves a partial or stale result; lm-eval's rendered task files and alpaca-eval's annotator config live in
 a temporary directory outside ``out``.
+
+On CPU with ``eval.parallel=true`` (the default) the work runs in two processes: this one scores the leaderboard's
+log-likelihood tasks while a forked copy (:mod:`ift.evaluate.forked`) runs its generation tasks and then AlpacaEval.
+The lm-eval calls and batches are the ones a single process makes, so the numbers are identical (tested); on 2
+cores a tiny checkpoint's evaluation goes from ~22 s to ~17 s.
 """
 
 from __future__ import annotations
@@ -105,6 +110,7 @@ def evaluate_checkpoint(*, model_dir: str, out: str | Path, evals: Sequence[str]
         torch.set_num_threads(int(eval_cfg["threads"]))
     device = resolve_device(str(eval_cfg.get("device", "auto")))
     dtype = resolve_dtype(str(eval_cfg.get("dtype", "auto")), device)
+    two_lanes = "leaderboard" in evals and _in_two_processes(eval_cfg, device)
     model, tokenizer = load_causal_lm(model_dir, what="model_dir", hint="pass any checkpoint dir: a run under "
                                       "outputs/runs/ or a start point under outputs/models/", dtype=dtype)
     model.to(device).eval()
@@ -116,22 +122,44 @@ def evaluate_checkpoint(*, model_dir: str, out: str | Path, evals: Sequence[str]
     records: dict[str, dict] = {}
     work_dir = Path(tempfile.mkdtemp(prefix="ift-eval-"))
     try:
-        if "leaderboard" in evals:
-            records["leaderboard"] = _leaderboard(model, tokenizer, suite, eval_cfg, work_dir, out, model_dir)
-        if "alpaca" in evals:
-            records["alpaca"] = _alpaca(model, tokenizer, judge_cfg, eval_cfg, work_dir, out, model_dir)
+        if two_lanes:
+            records = _two_lanes(model, tokenizer, suite, judge_cfg, eval_cfg, work_dir, out, model_dir, evals)
+        else:
+            if "leaderboard" in evals:
+                records["leaderboard"] = _leaderboard(model, tokenizer, suite, eval_cfg, work_dir, out, model_dir)
+            if "alpaca" in evals:
+                records["alpaca"] = _write_alpaca(out, *_alpaca(model, tokenizer, judge_cfg, eval_cfg, work_dir,
+                                                                model_dir))
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
     return records
 
 
-def _leaderboard(model, tokenizer, suite, eval_cfg, work_dir: Path, out: Path, model_dir: str) -> dict:
-    from ift.evaluate.leaderboard import evaluate_leaderboard, make_lm
+def _in_two_processes(eval_cfg: Mapping[str, Any], device: str) -> bool:
+    """eval.parallel, which applies on CPU only (fork after CUDA is unsafe, and a GPU is better used by one)."""
+    parallel = eval_cfg.get("parallel", False)
+    if not isinstance(parallel, bool):
+        raise EvaluationConfigError(f"eval.parallel={parallel!r}: expected true or false")
+    return parallel and device == "cpu"
 
-    lm = make_lm(model, tokenizer, batch_size=eval_cfg.get("batch_size", 32), max_length=eval_cfg.get("max_length"))
-    record, samples = evaluate_leaderboard(lm, suite, work_dir, model_dir=str(model_dir),
+
+def _make_lm(model, tokenizer, eval_cfg):
+    from ift.evaluate.leaderboard import make_lm
+
+    return make_lm(model, tokenizer, batch_size=eval_cfg.get("batch_size", 32), max_length=eval_cfg.get("max_length"))
+
+
+def _leaderboard(model, tokenizer, suite, eval_cfg, work_dir: Path, out: Path, model_dir: str) -> dict:
+    from ift.evaluate.leaderboard import evaluate_leaderboard
+
+    record, samples = evaluate_leaderboard(_make_lm(model, tokenizer, eval_cfg), suite, work_dir,
+                                           model_dir=str(model_dir),
                                            log_samples=bool(eval_cfg.get("log_samples", False)),
                                            bootstrap_iters=int(eval_cfg.get("bootstrap_iters", 100000)))
+    return _write_leaderboard(out, record, samples)
+
+
+def _write_leaderboard(out: Path, record: dict, samples: dict | None) -> dict:
     if record:
         if samples is not None:
             write_json_atomic(out / RESULT_FILES["leaderboard"][1], samples)
@@ -139,16 +167,54 @@ def _leaderboard(model, tokenizer, suite, eval_cfg, work_dir: Path, out: Path, m
     return record
 
 
-def _alpaca(model, tokenizer, judge_cfg, eval_cfg, work_dir: Path, out: Path, model_dir: str) -> dict:
+def _alpaca(model, tokenizer, judge_cfg, eval_cfg, work_dir: Path, model_dir: str) -> tuple[dict, list]:
     from ift.evaluate.alpaca import evaluate_alpaca
 
-    record, annotations = evaluate_alpaca(
+    return evaluate_alpaca(
         model, tokenizer, judge_cfg, work_dir, model_dir=str(model_dir), generator=generator_name(model_dir),
         max_new_tokens=int(eval_cfg["max_new_tokens"]), batch_size=int(eval_cfg.get("generate_batch_size", 32)),
     )
+
+
+def _write_alpaca(out: Path, record: dict, annotations: list) -> dict:
     write_json_atomic(out / RESULT_FILES["alpaca"][1], annotations)  # first: alpaca.json implies it is complete
     write_json_atomic(out / RESULT_FILES["alpaca"][0], record)
     return record
+
+
+def _two_lanes(model, tokenizer, suite, judge_cfg, eval_cfg, work_dir: Path, out: Path, model_dir: str,
+               evals: Sequence[str]) -> dict[str, dict]:
+    """eval.parallel on CPU: this process scores the leaderboard's log-likelihood tasks while a forked one generates
+    (the leaderboard's generation tasks, then AlpacaEval). The calls and batches are those of one process, so the
+    numbers are too; leaderboard.json is written once both halves are in, then alpaca.json."""
+    from ift.evaluate.forked import ForkedGenerator
+    from ift.evaluate.leaderboard import json_safe, leaderboard_record, run_lm_eval, split_generation_calls
+    from ift.evaluate.suites import evaluation_calls, task_manager
+
+    lm = _make_lm(model, tokenizer, eval_cfg)
+    manager = task_manager(suite, work_dir)
+    likelihood_calls, generation_calls = split_generation_calls(evaluation_calls(suite), manager)
+    options = {"log_samples": bool(eval_cfg.get("log_samples", False)),
+               "bootstrap_iters": int(eval_cfg.get("bootstrap_iters", 100000))}
+
+    def generation_lane():
+        parts = run_lm_eval(lm, generation_calls, manager, **options)
+        yield json_safe(parts), dict(lm.truncated)  # JSON-safe: lm-eval's results may hold unpicklable objects
+        if "alpaca" in evals:
+            yield _alpaca(model, tokenizer, judge_cfg, eval_cfg, work_dir, model_dir)
+
+    records: dict[str, dict] = {}
+    start = time.perf_counter()
+    with ForkedGenerator(generation_lane, name=f"generation lane of {model_dir}") as lane:
+        parts = run_lm_eval(lm, likelihood_calls, manager, **options)
+        generated, truncated = lane.next()
+        truncated = {kind: lm.truncated[kind] + count for kind, count in truncated.items()}
+        record, samples = leaderboard_record(parts + generated, suite, model_dir=str(model_dir), truncated=truncated,
+                                             seconds=time.perf_counter() - start)
+        records["leaderboard"] = _write_leaderboard(out, record, samples)
+        if "alpaca" in evals:
+            records["alpaca"] = _write_alpaca(out, *lane.next())
+    return records
 
 
 def report_line(records: Mapping[str, dict]) -> str:

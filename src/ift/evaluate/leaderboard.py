@@ -137,14 +137,14 @@ def compiled_templates_cached() -> Iterator[None]:
         lm_eval.utils.apply_template = original
 
 
-def run_lm_eval(lm, suite: Suite, work_dir: Path, *, log_samples: bool = False,
-                bootstrap_iters: int = 100000) -> dict:
-    """Run the suite's tasks with lm-eval, each in its own prompt format; return lm-eval's results dict."""
+def run_lm_eval(lm, calls: list[tuple[int | None, bool, list[str]]], manager, *, log_samples: bool = False,
+                bootstrap_iters: int = 100000) -> list[dict] | None:
+    """lm-eval's results dict of each ``(num_fewshot, chat_template, task names)`` call (:func:`evaluation_calls`),
+    each call in its own prompt format; None on a non-zero rank of a distributed run (rank 0 writes the results)."""
     import lm_eval
 
-    manager = task_manager(suite, work_dir)
     parts = []
-    for num_fewshot, chat_template, names in evaluation_calls(suite):
+    for num_fewshot, chat_template, names in calls:
         with compiled_templates_cached():
             result = lm_eval.simple_evaluate(
                 model=lm,
@@ -156,10 +156,28 @@ def run_lm_eval(lm, suite: Suite, work_dir: Path, *, log_samples: bool = False,
                 log_samples=log_samples,
                 bootstrap_iters=bootstrap_iters,
             )
-        if result is None:  # a non-zero rank in a distributed run: rank 0 writes the results
-            return {}
+        if result is None:
+            return None
         parts.append(result)
-    return merge_results(parts)
+    return parts
+
+
+def split_generation_calls(calls: list[tuple[int | None, bool, list[str]]], manager) -> tuple[list, list]:
+    """The calls split into (log-likelihood tasks, generation tasks), each keeping its prompt format.
+
+    A task goes to the second list when its lm-eval config (the manager's index, includes resolved, no data loaded)
+    says ``output_type: generate_until``; groups, tags and anything else stay in the first. lm-eval batches
+    log-likelihood and generation requests separately, so the split changes no batch and no number."""
+    likelihood, generation = [], []
+    for num_fewshot, chat_template, names in calls:
+        entries = [manager.task_index.get(name) for name in names]
+        generates = [getattr(entry, "cfg", None) is not None and entry.cfg.get("output_type") == "generate_until"
+                     for entry in entries]
+        for target, keep in ((likelihood, False), (generation, True)):
+            chosen = [name for name, flag in zip(names, generates) if flag is keep]
+            if chosen:
+                target.append((num_fewshot, chat_template, chosen))
+    return likelihood, generation
 
 
 def _number(value: Any) -> float | None:
@@ -232,22 +250,29 @@ def summarize(results: Mapping[str, Any], suite: Suite) -> dict[str, Any]:
     return {"tasks": tasks, "avg": sum(average) / len(average)}
 
 
-def evaluate_leaderboard(lm, suite: Suite, work_dir: Path, *, model_dir: str, log_samples: bool = False,
-                         bootstrap_iters: int = 100000) -> tuple[dict, dict | None]:
-    """(leaderboard.json content, lm-eval's per-sample logs or None). Writes nothing outside ``work_dir``."""
-    start = time.perf_counter()
-    results = run_lm_eval(lm, suite, work_dir, log_samples=log_samples, bootstrap_iters=bootstrap_iters)
-    seconds = time.perf_counter() - start
-    if not results:
-        return {}, None
+def leaderboard_record(parts: list[dict], suite: Suite, *, model_dir: str, truncated: Mapping[str, int],
+                       seconds: float) -> tuple[dict, dict | None]:
+    """(leaderboard.json content, lm-eval's per-sample logs or None) from the results of the suite's calls."""
+    results = merge_results(parts)
     samples = results.pop("samples", None)
-    summary = summarize(results, suite)
     record = {
         "suite": suite.name,
         "model_dir": str(model_dir),
-        **summary,
-        "truncated_requests": dict(getattr(lm, "truncated", {})),
+        **summarize(results, suite),
+        "truncated_requests": dict(truncated),
         "lm_eval": json_safe(results),
         "seconds": round(seconds, 2),
     }
     return record, (json_safe(samples) if samples is not None else None)
+
+
+def evaluate_leaderboard(lm, suite: Suite, work_dir: Path, *, model_dir: str, log_samples: bool = False,
+                         bootstrap_iters: int = 100000) -> tuple[dict, dict | None]:
+    """(leaderboard.json content, lm-eval's per-sample logs or None). Writes nothing outside ``work_dir``."""
+    start = time.perf_counter()
+    parts = run_lm_eval(lm, evaluation_calls(suite), task_manager(suite, work_dir), log_samples=log_samples,
+                        bootstrap_iters=bootstrap_iters)
+    if parts is None:
+        return {}, None
+    return leaderboard_record(parts, suite, model_dir=model_dir, truncated=getattr(lm, "truncated", {}),
+                              seconds=time.perf_counter() - start)
