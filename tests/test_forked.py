@@ -79,3 +79,40 @@ def test_leaving_early_stops_a_running_child():
     with pytest.raises(ProcessLookupError):
         os.kill(child_pid, 0)
     assert lane._process.exitcode == -signal.SIGTERM
+
+
+def test_tqdm_s_monitor_thread_is_stopped_before_forking(caplog):
+    import threading
+
+    from tqdm import tqdm
+
+    old_interval = tqdm.monitor_interval
+    try:
+        tqdm.monitor_interval = 10
+        from tqdm.auto import tqdm as auto_tqdm
+
+        for kind in (tqdm, auto_tqdm):  # each tqdm class starts its own monitor thread with its first bar
+            with kind(total=1, disable=False) as bar:
+                bar.update()
+        assert any(thread.name == "tqdm_monitor" for thread in threading.enumerate())
+
+        def values():
+            yield 1
+
+        with ForkedGenerator(values, name="lane") as lane:
+            assert lane.next() == 1
+        assert not any(thread.name == "tqdm_monitor" for thread in threading.enumerate())
+        assert "tqdm_monitor" not in caplog.text  # stopped, so not among the threads named
+
+        stop = threading.Event()
+        helper = threading.Thread(target=stop.wait, name="helper-thread")
+        helper.start()
+        try:
+            with ForkedGenerator(values, name="lane") as lane:
+                assert lane.next() == 1
+        finally:
+            stop.set()
+            helper.join()
+        assert "helper-thread" in caplog.text
+    finally:
+        tqdm.monitor_interval = old_interval

@@ -2,8 +2,10 @@
 (:func:`ift.evaluate.app.evaluate_checkpoint`).
 
 fork, not spawn: the child shares the loaded model and every imported library, where a fresh interpreter would
-spend ~5 s importing them again. So the parent must not have touched CUDA (the app forks on CPU only), and it should
-not have run a multi-threaded OpenMP region yet (the app forks before its first forward pass).
+spend ~5 s importing them again. So the parent must not have touched CUDA (the app forks on CPU only), it should
+not have run a multi-threaded OpenMP region yet (the app forks before its first forward pass), and no other thread
+may hold a lock at the moment of the fork, or the child waits on it forever: tqdm's monitor thread (started by the
+first progress bar, e.g. while loading weights) is stopped before forking, and any other live thread is logged.
 
 An error in the child is raised again in the parent, as the same exception where it can be pickled, with the
 child's traceback as a note; a child that dies without a word (killed, out of memory) is a RuntimeError naming it.
@@ -11,11 +13,15 @@ child's traceback as a note; a child that dies without a word (killed, out of me
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import pickle
+import threading
 import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 class ForkedGenerator:
@@ -23,6 +29,7 @@ class ForkedGenerator:
     in the child, in order. Leaving the ``with`` block stops a child that is still running."""
 
     def __init__(self, make_values: Callable[[], Iterator[Any]], *, name: str):
+        _quiet_threads()
         context = multiprocessing.get_context("fork")
         self.name = name
         self._reader, writer = context.Pipe(duplex=False)
@@ -52,6 +59,21 @@ class ForkedGenerator:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+def _quiet_threads() -> None:
+    """Stop tqdm's monitor threads (one per tqdm class that showed a bar) and keep them from restarting, then name
+    any thread still running beside us."""
+    from tqdm import TMonitor, tqdm
+
+    tqdm.monitor_interval = 0  # inherited by tqdm.auto's and the other subclasses
+    for thread in threading.enumerate():
+        if isinstance(thread, TMonitor):
+            thread.exit()
+    others = [thread.name for thread in threading.enumerate() if thread is not threading.current_thread()]
+    if others:
+        log.warning("forking while other threads run (%s): a lock one of them holds would hang the child",
+                    ", ".join(others))
 
 
 def _child(make_values: Callable[[], Iterator[Any]], writer) -> None:
