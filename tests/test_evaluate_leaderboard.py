@@ -362,3 +362,20 @@ def test_paper_suite_uses_the_chat_template_like_the_papers_evaluation():
         compose(["profile=paper", "suite.chat_template=false"]).suite, resolve=True))
     assert {spec.chat_template for spec in plain.tasks} == {False}  # the leaderboard's own plain-text protocol
     assert {spec.key for spec in toy.tasks if not spec.chat_template} == {"winogrande"}
+
+
+def test_generation_tasks_are_split_off_each_call_in_its_own_prompt_format():
+    from types import SimpleNamespace
+
+    from ift.evaluate.leaderboard import split_generation_calls
+
+    index = {"arc": SimpleNamespace(cfg={"output_type": "multiple_choice"}),
+             "arc_gen": SimpleNamespace(cfg={"output_type": "generate_until"}),
+             "gsm8k": SimpleNamespace(cfg={"output_type": "generate_until"}),
+             "mmlu": SimpleNamespace(cfg={"group": "mmlu", "task": ["mmlu_stem"]}),  # a group: stays
+             "bare": SimpleNamespace(cfg=None)}
+    manager = SimpleNamespace(task_index=index)
+    calls = [(25, True, ["arc", "arc_gen"]), (5, True, ["mmlu", "gsm8k", "bare", "unknown"]), (0, False, ["gsm8k"])]
+    likelihood, generation = split_generation_calls(calls, manager)
+    assert likelihood == [(25, True, ["arc"]), (5, True, ["mmlu", "bare", "unknown"])]
+    assert generation == [(25, True, ["arc_gen"]), (5, True, ["gsm8k"]), (0, False, ["gsm8k"])]

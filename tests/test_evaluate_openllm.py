@@ -65,6 +65,16 @@ def test_suite_runs_one_call_per_shot_count(openllm):
     ]
 
 
+def test_the_cpu_generation_lane_gets_arc_gen_and_gsm8k_from_the_registry(openllm, registry):
+    from ift.evaluate.leaderboard import split_generation_calls
+    from ift.evaluate.suites import evaluation_calls
+
+    likelihood, generation = split_generation_calls(evaluation_calls(openllm), registry)
+    assert likelihood == [(25, True, ["arc_challenge"]), (5, True, ["mmlu", "winogrande"]),
+                          (0, True, ["truthfulqa_mc2"])]
+    assert generation == [(25, True, ["arc_challenge_gen"]), (5, True, ["gsm8k"])]
+
+
 def _arc_gen_config():
     from lm_eval.tasks._yaml_loader import load_yaml
 
