@@ -149,13 +149,16 @@ def _make_lm(model, tokenizer, eval_cfg):
     return make_lm(model, tokenizer, batch_size=eval_cfg.get("batch_size", 32), max_length=eval_cfg.get("max_length"))
 
 
+def _lm_eval_options(eval_cfg) -> dict[str, Any]:
+    return {"log_samples": bool(eval_cfg.get("log_samples", False)),
+            "bootstrap_iters": int(eval_cfg.get("bootstrap_iters", 100000))}
+
+
 def _leaderboard(model, tokenizer, suite, eval_cfg, work_dir: Path, out: Path, model_dir: str) -> dict:
     from ift.evaluate.leaderboard import evaluate_leaderboard
 
     record, samples = evaluate_leaderboard(_make_lm(model, tokenizer, eval_cfg), suite, work_dir,
-                                           model_dir=str(model_dir),
-                                           log_samples=bool(eval_cfg.get("log_samples", False)),
-                                           bootstrap_iters=int(eval_cfg.get("bootstrap_iters", 100000)))
+                                           model_dir=str(model_dir), **_lm_eval_options(eval_cfg))
     return _write_leaderboard(out, record, samples)
 
 
@@ -194,8 +197,7 @@ def _two_lanes(model, tokenizer, suite, judge_cfg, eval_cfg, work_dir: Path, out
     lm = _make_lm(model, tokenizer, eval_cfg)
     manager = task_manager(suite, work_dir)
     likelihood_calls, generation_calls = split_generation_calls(evaluation_calls(suite), manager)
-    options = {"log_samples": bool(eval_cfg.get("log_samples", False)),
-               "bootstrap_iters": int(eval_cfg.get("bootstrap_iters", 100000))}
+    options = _lm_eval_options(eval_cfg)
 
     def generation_lane():
         parts = run_lm_eval(lm, generation_calls, manager, **options)
