@@ -216,6 +216,50 @@ def test_ift_with_zero_lambda_and_gamma_is_sft_and_lambda_changes_it(problem):
     assert mixed.item() != pytest.approx(plain.item(), abs=1e-6)
 
 
+def _naive_ift_objective(policy, lake, trajectories, lam, gamma):
+    """IFT's objective written out from the spec with loops: intuition states (s̃_0 = s_0, s̃_t = greedy successor of
+    s_{t-1}), inputs (1-λ)·onehot(s_t) + λ·onehot(s̃_t), c_t = -log π_t / T, W_t = Σ_{j≥t} γ^{j-t} c_j,
+    w_t = T·W_t / Σ W, per-trajectory (1/T) Σ w_t·(-log π_t), mean over the trajectories."""
+    probs = policy_matrix(policy)
+    per_trajectory = []
+    for trajectory in trajectories:
+        states, actions, steps = trajectory.states, trajectory.actions, len(trajectory)
+        intuition = [states[0]] + [int(lake.next_state[states[t - 1], int(np.argmax(probs[states[t - 1]]))])
+                                   for t in range(1, steps)]
+        nll = []
+        for t in range(steps):
+            encoding = torch.zeros(policy.num_states)
+            encoding[states[t]] += 1.0 - lam
+            encoding[intuition[t]] += lam
+            nll.append(-torch.log_softmax(policy(encoding), -1)[actions[t]])
+        items = [value / steps for value in nll]
+        future = [sum(gamma ** (j - t) * items[j] for j in range(t, steps)) for t in range(steps)]
+        weights = [steps * value / sum(future) for value in future]
+        per_trajectory.append(sum(w * value for w, value in zip(weights, nll)) / steps)
+    return sum(per_trajectory) / len(per_trajectory)
+
+
+@pytest.mark.parametrize("gamma", [0.95, 0.5])
+def test_ift_objective_with_gamma_matches_a_naive_loop_and_differs_from_gamma_zero(problem, gamma):
+    """γ > 0 (the default 0.95 and a non-default 0.5): loss and gradient equal the naive loop; γ = 0 is different."""
+    lake = problem.lake
+    policy = init_policy(4, lake.num_states, 4, 16, "tanh")
+    batch = TrajectoryBatch.of([problem.optimal, problem.suboptimal])  # T = 4 and 8 (padded and masked)
+    transitions = torch.as_tensor(lake.next_state)
+    options = IFTOptions(gamma=gamma)
+    got = ift_objective(policy, batch, transitions, 0.3, options)
+    got_grads = torch.autograd.grad(got, list(policy.parameters()))
+    expected = _naive_ift_objective(policy, lake, (problem.optimal, problem.suboptimal), 0.3, gamma)
+    expected_grads = torch.autograd.grad(expected, list(policy.parameters()))
+    assert got.item() == pytest.approx(expected.item(), rel=1e-5)
+    for got_grad, expected_grad in zip(got_grads, expected_grads, strict=True):
+        torch.testing.assert_close(got_grad, expected_grad, rtol=1e-4, atol=1e-6)
+    without_gamma = _naive_ift_objective(policy, lake, (problem.optimal, problem.suboptimal), 0.3, 0.0)
+    other_gamma = _naive_ift_objective(policy, lake, (problem.optimal, problem.suboptimal), 0.3, 1.45 - gamma)
+    for other in (without_gamma, other_gamma):  # the check can tell γ apart, far beyond its tolerance
+        assert abs(other.item() - expected.item()) > 1e-3 * expected.item()
+
+
 def test_dpo_and_orpo_objectives_match_their_formulas(problem):
     lake = problem.lake
     reference = init_policy(0, lake.num_states, 4, 16, "tanh")

@@ -78,6 +78,35 @@ def test_avg_leaves_arc_gen_out(tmp_path):
     assert result["rows2"][0]["avg"][0] == pytest.approx(30.0)
 
 
+def test_each_table2_column_title_sits_over_its_own_tasks_value(tmp_path):
+    """Every task gets a different score, so a title over another task's column (e.g. MMLU and TruthfulQA swapped)
+    is caught in the Markdown and LaTeX tables (the CSV is keyed by task, not by title)."""
+    evals = tmp_path / "evals"
+    scores = {"arc": 0.11, "arc_gen": 0.22, "mmlu": 0.33, "truthfulqa_mc2": 0.44, "winogrande": 0.55, "gsm8k": 0.66}
+    _write_eval(evals, "base", scores, 0.0)
+    out = tmp_path / "report"
+    build_report(evals_dir=evals, runs_dir=tmp_path / "runs", out_dir=out, methods=[], starts=["base"], seeds=[0],
+                 profile="smoke", require_complete=True)
+    # written out by hand: the paper's column titles and the value (in %) each must sit over
+    expected = {"ARC": "11.0", "ARC-Gen": "22.0", "MMLU": "33.0", "TruthfulQA": "44.0", "WinoGrande": "55.0",
+                "GSM8K": "66.0", "Avg": "41.8"}  # Avg = (11 + 33 + 44 + 55 + 66) / 5, ARC-Gen left out
+
+    table_lines = [line for line in (out / "table2.md").read_text().splitlines() if line.startswith("|")]
+    header = [cell.strip() for cell in table_lines[0].strip("|").split("|")]
+    values = [cell.strip() for cell in table_lines[2].strip("|").split("|")]
+    assert header[0] == "Model" and set(header[1:]) == set(expected)
+    for title, value in expected.items():
+        assert values[header.index(title)] == value, f"table2.md: column {title!r} holds another task's value"
+
+    tex_lines = (out / "table2.tex").read_text().splitlines()
+    tex_header_at = next(i for i, line in enumerate(tex_lines) if line.startswith("Model &"))
+    tex_header = [cell.strip() for cell in tex_lines[tex_header_at].removesuffix(r"\\").split("&")]
+    tex_values = [cell.strip() for cell in tex_lines[tex_header_at + 2].removesuffix(r"\\").split("&")]
+    assert set(tex_header[1:]) == set(expected)
+    for title, value in expected.items():
+        assert tex_values[tex_header.index(title)] == value, f"table2.tex: column {title!r} holds another task's value"
+
+
 def test_missing_cells_fail_the_pipeline_but_not_an_exploration(tmp_path):
     evals = _grid(tmp_path, seeds=(0,))
     kwargs = dict(evals_dir=evals, runs_dir=tmp_path / "runs", out_dir=tmp_path / "r", methods=["sft", "ift"],
