@@ -4,6 +4,7 @@
 #   make smoke   the whole pipeline on the smoke profile (one seed, minimum sizes) in a scratch copy (~5 min)
 #   make bench   step time / peak memory of every method side by side (python -m ift.bench; BENCH_ARGS="shape=tiny")
 #   make smoke-twice  make smoke twice from scratch; fails unless both summary.json files are identical
+#   make fingerprint  ~20 s: does this CPU compute the committed numbers bit for bit? (docs/reproducibility.md)
 #   make lint    ruff
 # Knobs: VENV=/path/to/venv (default .venv), PYTHON=python3.11, TORCH_SPEC="torch==2.13.0" (CPU build; a venv that
 # already has a CUDA torch keeps it), PYTEST_ARGS="-k losses", JOBS=2 (pytest-xdist workers).
@@ -20,7 +21,7 @@ STAMP := $(VENV)/.ift-setup-stamp
 # Stage commands call `python -m ift.*` and `dvc`: put the venv first on PATH for them.
 RUN := PATH="$(BIN):$$PATH" OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} DVC_NO_ANALYTICS=1
 
-.PHONY: setup repro test smoke smoke-twice bench lint clean-venv
+.PHONY: setup repro test smoke smoke-twice bench fingerprint lint clean-venv
 
 setup: $(STAMP)
 
@@ -46,6 +47,9 @@ smoke: setup
 
 smoke-twice: setup
 	$(RUN) bash scripts/smoke_twice.sh
+
+fingerprint: setup
+	$(RUN) "$(BIN)/python" -m ift.fingerprint
 
 bench: setup
 	$(RUN) "$(BIN)/python" -m ift.bench $(BENCH_ARGS)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make smoke`: the whole pipeline on the smoke profile (one seed, minimum sizes) in a scratch copy of this
-# checkout, so the committed params.yaml and outputs/ are never touched. Fails unless every table cell is filled.
+# checkout, so the committed params.yaml and outputs/ are never touched. Fails unless every table cell is filled and
+# every claim of the claims table was evaluated.
 # The smoke results land in outputs/smoke/report/ (or <dest>/report/ with `scripts/smoke.sh <dest>`).
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
@@ -19,6 +20,6 @@ PY
 export WANDB_DIR="$work/wandb" IFT_ROOT="$work"
 start=$(date +%s)
 dvc repro
-python -m ift.report.check_complete report/table2.csv report/table3.csv
+python -m ift.report.check_complete report/table2.csv report/table3.csv report/claims.csv
 rm -rf "$dest/report" && cp -r report "$dest/report"
 echo "smoke pipeline OK in $(( $(date +%s) - start )) s; report copied to $dest/report"

@@ -54,7 +54,7 @@ def test_editing_the_finetune_recipe_reruns_the_grid_but_not_the_start_points(re
         for dep in stage.deps
         if dep.def_path == "conf/trainer/tiny.yaml" and "finetune" in (getattr(dep, "params", None) or [])
     }
-    assert hit_finetune_only and all(name.startswith("train@") for name in hit_finetune_only)  # ... keyed apart
+    assert hit_finetune_only and all(name.startswith(("train@", "train_base_only@")) for name in hit_finetune_only)
     assert "world" not in hit and "frozen_lake" not in hit
 
 
@@ -111,10 +111,35 @@ def test_python_bytecode_is_not_a_stage_dependency(repo):
         assert not repo.dvcignore.is_ignored(repo.fs, str(REPO_ROOT / directory / "__init__.py")), directory
 
 
-def test_training_stages_pin_their_cpu_threads(repo):
-    """CPU numbers depend on the thread count, so every training stage takes it from params.yaml, not the machine."""
-    threads = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())["cpu_threads"]
-    training = [stage for stage in repo.index.stages if stage.addressing.split("@")[0] in ("base", "sft_beta", "train")]
-    assert len(training) > 2
-    for stage in training:
-        assert stage.cmd.startswith(f"OMP_NUM_THREADS={threads} python -m ift.train"), stage.cmd
+def test_every_torch_stage_exports_the_pinned_cpu_numerics(repo):
+    """CPU numbers depend on the kernels and the thread count, so every stage that computes with torch exports
+    params.yaml's cpu_numerics (ift.numerics.ENV_VARS) in its command and reruns when they change."""
+    from ift.numerics import env_for
+
+    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    pinned = env_for(params["cpu_numerics"])
+    assert set(pinned) == {"OMP_NUM_THREADS", "ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA"}
+    torch_stages = [stage for stage in repo.index.stages if stage.addressing.split("@")[0] in (
+        "base", "sft_beta", "train", "train_base_only", "eval_start", "eval", "eval_base_only", "frozen_lake")]
+    assert len(torch_stages) > 8
+    for stage in torch_stages:
+        argv = shlex.split(stage.cmd)
+        exported = dict(arg.split("=", 1) for arg in argv[: argv.index("python")])
+        assert exported == pinned, stage.addressing
+        tracked = {key for dep in stage.deps for key in (getattr(dep, "params", None) or [])}
+        assert "cpu_numerics" in tracked, stage.addressing
+
+
+def test_base_only_methods_get_a_cell_per_seed_from_base_only(repo, grid):
+    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    base_only, seeds = params["base_only_methods"], params["seeds"]
+    assert base_only == ["dpo"]  # the paper's "+ DPO" from base; from sft_beta it is sft_dpo
+    names = {stage.addressing for stage in repo.index.stages}
+    for seed in seeds:
+        assert {f"train_base_only@dpo-base-{seed}", f"eval_base_only@dpo-base-{seed}"} <= names
+    assert not any("@dpo-sft_beta" in name for name in names)
+    train = next(s for s in repo.index.stages if s.addressing == "train_base_only@dpo-base-0")
+    assert {dep.def_path for dep in train.deps} >= {"outputs/models/base", "conf/method/dpo.yaml"}
+    assert "method=dpo start=base seed=0" in train.cmd
+    report = next(s for s in repo.index.stages if s.addressing == "report")
+    assert {"outputs/evals", "report/frozen_lake.json", "benchmarks/bench_small.json"} <= {d.def_path for d in report.deps}

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from ift.evaluate.suites import Suite, TaskSpec, evaluation_calls, task_manager
+from ift.numerics import describe
 
 
 def make_lm(model, tokenizer, *, batch_size: int | str, max_length: int | None = None):
@@ -262,6 +263,7 @@ def leaderboard_record(parts: list[dict], suite: Suite, *, model_dir: str, trunc
         "truncated_requests": dict(truncated),
         "lm_eval": json_safe(results),
         "seconds": round(seconds, 2),
+        "numerics": describe(),  # the CPU and kernels these numbers came from (ift.numerics)
     }
     return record, (json_safe(samples) if samples is not None else None)
 

@@ -20,7 +20,7 @@ from ift.report.published import DEFAULT_FILE as DEFAULT_PUBLISHED_FILE
 
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="report")
 def main(cfg: DictConfig) -> None:
-    methods, starts, seeds, params_profile = load_grid(Path(cfg.params_file))
+    methods, starts, seeds, params_profile, base_only = load_grid(Path(cfg.params_file))
     if cfg.profile is None:  # the pipeline's own profile (a Hydra override `profile=` would name the config group)
         OmegaConf.update(cfg, "profile", params_profile)
     with_published = cfg.profile == "paper" if cfg.with_published is None else bool(cfg.with_published)
@@ -28,7 +28,8 @@ def main(cfg: DictConfig) -> None:
     result = build_report(evals_dir=Path(cfg.paths.evals), runs_dir=Path(cfg.paths.runs),
                           out_dir=Path(cfg.paths.report), methods=methods, starts=starts, seeds=seeds,
                           profile=str(cfg.profile), require_complete=bool(cfg.require_complete),
-                          published_file=published_file if with_published else None)
+                          published_file=published_file if with_published else None, base_only=base_only,
+                          compare_file=published_file, bench_file=Path(cfg.bench_file) if cfg.bench_file else None)
     if cfg.update_readme:
         changed = update_readme(Path(cfg.paths.readme), Path(cfg.paths.report))
         print(f"[report] README Results section {'updated' if changed else 'already current'}")

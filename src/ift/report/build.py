@@ -51,12 +51,17 @@ def summary_metrics(rows2: Sequence[dict], rows3: Sequence[dict],
 
 def build_report(*, evals_dir: Path, runs_dir: Path, out_dir: Path, methods: Sequence[str],
                  starts: Sequence[str], seeds: Sequence[int], profile: str, require_complete: bool,
-                 published_file: Path | None = None) -> dict:
+                 published_file: Path | None = None, base_only: Sequence[str] = (),
+                 compare_file: Path | None = None, bench_file: Path | None = None) -> dict:
     """Write every report file; returns {"rows2", "rows3", "alpaca_columns", "missing", "files"}.
 
-    ``published_file`` (the paper profile's default): print the paper's published numbers under our rows.
+    ``base_only``: methods trained from base only (params.yaml base_only_methods). ``published_file`` (the paper
+    profile's default): print the paper's published numbers under our rows. ``compare_file`` (every profile): the
+    paper's numbers for paper_deltas.* (each method's change from its start point, ours beside the paper's) and
+    claims.* (the paper's claims tested on our grid, with Frozen Lake's runs from ``out_dir/frozen_lake.json`` and
+    the cost claim from ``bench_file``, an ift.bench results file).
     """
-    cells, missing = collect(evals_dir, methods, starts, seeds)
+    cells, missing = collect(evals_dir, methods, starts, seeds, base_only)
     if missing and require_complete:
         shown = ", ".join(missing[:8]) + (f" ... ({len(missing)} in all)" if len(missing) > 8 else "")
         raise IncompleteResults(f"missing evaluations under {evals_dir}: {shown}")
@@ -70,8 +75,8 @@ def build_report(*, evals_dir: Path, runs_dir: Path, out_dir: Path, methods: Seq
                               " has no rows), so no paper rows are shown.")
             print(f"[report] WARNING: {published_file} has no rows: the paper's numbers are not shown beside ours")
     alpaca_columns = ALPACA_COLUMNS_PAPER if profile == "paper" else ALPACA_COLUMNS
-    rows2 = table_rows(cells, methods, starts, TABLE2_COLUMNS, published.get("table2"))
-    rows3 = table_rows(cells, methods, starts, alpaca_columns, published.get("table3"))
+    rows2 = table_rows(cells, methods, starts, TABLE2_COLUMNS, published.get("table2"), base_only)
+    rows3 = table_rows(cells, methods, starts, alpaca_columns, published.get("table3"), base_only)
     seeds_note = f"mean ± std over seeds {list(seeds)} (sample std); profile={profile}"
     files = {}
     for stem, rows, columns, caption in (
@@ -82,6 +87,10 @@ def build_report(*, evals_dir: Path, runs_dir: Path, out_dir: Path, methods: Seq
         files[f"{stem}.md"] = write_text_atomic(out_dir / f"{stem}.md", f"{caption}\n\n" + to_markdown(rows, columns))
         files[f"{stem}.csv"] = write_text_atomic(out_dir / f"{stem}.csv", to_csv(rows, columns))
         files[f"{stem}.tex"] = write_text_atomic(out_dir / f"{stem}.tex", to_latex(rows, columns, caption))
+    if compare_file is not None:
+        files.update(_write_comparison(cells, Path(compare_file), out_dir, methods=methods, starts=starts,
+                                       base_only=base_only, profile=profile, seeds_note=seeds_note,
+                                       bench_file=bench_file))
     files["summary.json"] = write_json_atomic(out_dir / "summary.json", summary_metrics(rows2, rows3, alpaca_columns))
     plot_dir = out_dir / "plots"
     files["task_bars.png"] = plots.task_bars(rows2, plot_dir / "task_bars.png")
@@ -91,11 +100,37 @@ def build_report(*, evals_dir: Path, runs_dir: Path, out_dir: Path, methods: Seq
     return {"rows2": rows2, "rows3": rows3, "alpaca_columns": alpaca_columns, "missing": missing, "files": files}
 
 
+def _write_comparison(cells, compare_file: Path, out_dir: Path, *, methods, starts, base_only, profile: str,
+                      seeds_note: str, bench_file: Path | None) -> dict[str, Path]:
+    """paper_deltas.{md,csv} and claims.{md,csv,json}: our grid held against the paper's published numbers."""
+    from ift.report import claims, deltas
+
+    source, published = load_published(compare_file)
+    if not any(published.values()):
+        print(f"[report] WARNING: {compare_file} has no rows: no paper comparison or claims table")
+        return {}
+    citation = "Hua et al., ACL 2025, arXiv:2405.11870v3, Tables 2-3"
+    files = deltas.write_deltas(cells, published, methods=methods, starts=starts, base_only=base_only,
+                                profile=profile, seeds_note=seeds_note, citation=citation, out_dir=out_dir)
+    lake_file = out_dir / "frozen_lake.json"
+    lake = json.loads(lake_file.read_text()) if lake_file.exists() else None
+    bench = claims.bench_ratios(bench_file) if bench_file is not None else {}
+    ours = claims.grid_lookup(cells, lake, bench, lc_column="lc_win_rate" if profile == "paper"
+                              else "lc_win_rate_minimal")
+    rows = claims.claims_rows(ours, claims.published_lookup(published))
+    note = (f"{claims.SHARED_STARTS}: every seed fine-tunes the same base and sft_beta"
+            if profile != "paper" else "fine-tuning seeds; the start points are fixed hub checkpoints")
+    files.update(claims.write_claims(rows, out_dir, note))
+    return files
+
+
 def index_markdown(out_dir: Path, missing: Sequence[str]) -> str:
     """index.md linking every report file that exists (Frozen Lake's come from its own stage)."""
     entries = [
         ("Table 2: leaderboard tasks", ["table2.md", "table2.csv", "table2.tex"]),
         ("Table 3: AlpacaEval", ["table3.md", "table3.csv", "table3.tex"]),
+        ("The paper's claims on our grid", ["claims.md", "claims.csv", "claims.json"]),
+        ("Our effects beside the paper's", ["paper_deltas.md", "paper_deltas.csv"]),
         ("Frozen Lake", ["frozen_lake.md", "frozen_lake.csv", "frozen_lake.json"]),
         ("DVC metrics", ["summary.json"]),
         ("Plots", ["plots/task_bars.png", "plots/training_curves.png", "plots/ift_dynamics.png",
@@ -118,7 +153,7 @@ def index_markdown(out_dir: Path, missing: Sequence[str]) -> str:
 def readme_section(report_dir: Path) -> str:
     """The README Results block rendered from the report's tables."""
     parts = [README_START, ""]
-    for name in ("table2.md", "table3.md", "frozen_lake.md"):
+    for name in ("table2.md", "table3.md", "claims.md", "paper_deltas.md", "frozen_lake.md"):
         path = report_dir / name
         if path.exists():
             parts += [path.read_text().strip(), ""]
@@ -146,14 +181,15 @@ def readme_block(readme: Path) -> str:
     return text[start : text.index(README_END) + len(README_END)]
 
 
-def load_grid(params_file: Path) -> tuple[list[str], list[str], list[int], str]:
-    """methods, starts, seeds and profile (tiny when absent) from the pipeline's params.yaml."""
+def load_grid(params_file: Path) -> tuple[list[str], list[str], list[int], str, list[str]]:
+    """methods, starts, seeds, profile (tiny when absent) and base_only_methods (none when absent) from the
+    pipeline's params.yaml."""
     import yaml
 
     params = yaml.safe_load(params_file.read_text())
     try:
         return (list(params["methods"]), list(params["starts"]), [int(s) for s in params["seeds"]],
-                str(params.get("profile", "tiny")))
+                str(params.get("profile", "tiny")), list(params.get("base_only_methods") or []))
     except KeyError as err:
         raise ValueError(f"{params_file} lacks {err}; it needs methods, starts and seeds") from err
 

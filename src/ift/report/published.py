@@ -12,14 +12,15 @@ import math
 from collections.abc import Mapping
 from pathlib import Path
 
-from ift.report.tables import LEADERBOARD_COLUMNS, METHOD_TITLES, START_TITLES
+from ift.report.tables import AVG_TASKS, LEADERBOARD_COLUMNS, METHOD_TITLES, START_TITLES
 
 DEFAULT_FILE = Path(__file__).with_name("paper_published.yaml")
 TABLE_COLUMNS = {
     "table2": {key for key, _ in LEADERBOARD_COLUMNS} | {"avg"},
-    "table3": {"win_rate", "lc_win_rate"},  # the paper reports AlpacaEval 2's official length-controlled win rate
+    # AlpacaEval 2 win rate and official length-controlled win rate; AlpacaEval (v1) win rate and LC win rate
+    "table3": {"win_rate", "lc_win_rate", "ae1_win_rate", "ae1_lc_win_rate"},
 }
-SOURCE_KEYS = ("citation", "url", "transcribed_from")
+AVG_TOLERANCE = 0.01  # a published Avg may differ from the mean of its five columns by rounding only
 
 Published = dict[str, dict[tuple[str, str | None], dict[str, float]]]  # table -> (start, method) -> column -> value
 
@@ -86,4 +87,9 @@ def _check_row(row, columns: set[str], where: str) -> tuple[tuple[str, str | Non
         values[column] = float(value)
     if not values:
         raise PublishedDataError(f"{where}: no values")
+    if "avg" in values and all(task in values for task in AVG_TASKS):
+        mean = sum(values[task] for task in AVG_TASKS) / len(AVG_TASKS)
+        if abs(values["avg"] - mean) > AVG_TOLERANCE:
+            raise PublishedDataError(f"{where}: row {(start, method)} has avg {values['avg']} but its five columns "
+                                     f"({', '.join(AVG_TASKS)}) average {mean:.4f}; a typo in one of them?")
     return (start, method), values

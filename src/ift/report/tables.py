@@ -28,7 +28,10 @@ ALPACA_COLUMNS = (("win_rate", "Win rate"), ("lc_win_rate_minimal", "LC win rate
 # The paper profile also has AlpacaEval 2's official length-controlled win rate (the paper's Table 3 column).
 ALPACA_COLUMNS_PAPER = (("win_rate", "Win rate"), ("lc_win_rate", "LC win rate"),
                         ("lc_win_rate_minimal", "LC win rate (minimal GLM)"))
-METHOD_TITLES = {"sft": "+ SFT", "sft_dpo": "+ SFT + DPO", "orpo": "+ ORPO", "ift": "+ IFT"}
+METHOD_TITLES = {"sft": "+ SFT", "dpo": "+ DPO", "sft_dpo": "+ SFT + DPO", "orpo": "+ ORPO", "ift": "+ IFT"}
+# Rows the paper does not have (start, method) -> note added to the title: it never ran SFT then DPO from the base
+# model (its "+ DPO" is DPO directly on base); we keep the cell because it is the sequential recipe's base analog.
+NOT_IN_PAPER = {("base", "sft_dpo"): "not in the paper"}
 START_TITLES = {"base": "base (Mistral-7B analog)", "sft_beta": "sft_beta (Mistral-7B-sft-beta analog)"}
 CELL_NAME = re.compile(r"^(?P<method>[a-z_]+)-(?P<start>base|sft_beta)-s(?P<seed>\d+)$")
 
@@ -40,10 +43,12 @@ class Cell:
     start: str
     method: str | None  # None: the start point itself
     values: dict[str, list[float]] = field(default_factory=dict)
+    by_seed: dict[str, dict[int | None, float]] = field(default_factory=dict)  # column -> seed -> value
 
-    def add(self, column: str, value: float | None) -> None:
+    def add(self, column: str, value: float | None, seed: int | None = None) -> None:
         if value is not None and not (isinstance(value, float) and math.isnan(value)):
             self.values.setdefault(column, []).append(float(value))
+            self.by_seed.setdefault(column, {})[seed] = float(value)
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
@@ -52,6 +57,23 @@ def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
     if len(values) < 2:
         return mean, None
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def row_title(start: str, method: str | None) -> str:
+    """A table row's title: the start point's, or the method's ("+ DPO"), marked when the paper has no such row."""
+    if method is None:
+        return START_TITLES.get(start, start)
+    title = METHOD_TITLES.get(method, method)
+    note = NOT_IN_PAPER.get((start, method))
+    return f"{title} ({note})" if note else title
+
+
+def methods_at(start: str, methods: Sequence[str], base_only: Sequence[str] = ()) -> list[str]:
+    """The methods trained from ``start``: ``methods`` everywhere, ``base_only`` from base too; in the paper's row
+    order (METHOD_TITLES), unknown methods last in the order given."""
+    chosen = list(dict.fromkeys([*methods, *(base_only if start == "base" else ())]))
+    order = list(METHOD_TITLES)
+    return sorted(chosen, key=lambda m: order.index(m) if m in order else len(order))
 
 
 def parse_name(name: str) -> tuple[str, str | None, int | None]:
@@ -73,13 +95,15 @@ def leaderboard_row_values(result: Mapping) -> dict[str, float]:
     return values
 
 
-def collect(evals_dir: Path, methods: Iterable[str], starts: Iterable[str], seeds: Iterable[int]):
+def collect(evals_dir: Path, methods: Iterable[str], starts: Iterable[str], seeds: Iterable[int],
+            base_only: Iterable[str] = ()):
     """Read every expected evaluation; returns (cells keyed by (start, method)), missing names)."""
-    methods, starts, seeds = list(methods), list(starts), list(seeds)
+    methods, starts, seeds, base_only = list(methods), list(starts), list(seeds), list(base_only)
     cells: dict[tuple[str, str | None], Cell] = {}
     missing: list[str] = []
     names = [(start, None, None) for start in starts]
-    names += [(start, method, seed) for start in starts for method in methods for seed in seeds]
+    names += [(start, method, seed) for start in starts for method in methods_at(start, methods, base_only)
+              for seed in seeds]
     for start, method, seed in names:
         name = start if method is None else f"{method}-{start}-s{seed}"
         cell = cells.setdefault((start, method), Cell(start=start, method=method))
@@ -89,7 +113,7 @@ def collect(evals_dir: Path, methods: Iterable[str], starts: Iterable[str], seed
                 missing.append(f"{name}/{filename}")
                 continue
             for column, value in reader(json.loads(path.read_text())).items():
-                cell.add(column, value)
+                cell.add(column, value, seed)
     return cells, missing
 
 
@@ -98,7 +122,8 @@ def _alpaca_values(result: Mapping) -> dict[str, float | None]:
 
 
 def table_rows(cells, methods, starts, columns: Sequence[tuple[str, str]],
-               published: Mapping[tuple[str, str | None], Mapping[str, float]] | None = None) -> list[dict]:
+               published: Mapping[tuple[str, str | None], Mapping[str, float]] | None = None,
+               base_only: Sequence[str] = ()) -> list[dict]:
     """Rows in the paper's layout: each start point, then each method under it; cells as (mean, std, n).
 
     ``published`` ((start, method) -> column -> value, from ift.report.published) adds the paper's own row right
@@ -106,9 +131,9 @@ def table_rows(cells, methods, starts, columns: Sequence[tuple[str, str]],
     """
     rows = []
     for start in starts:
-        for method in [None, *methods]:
+        for method in [None, *methods_at(start, methods, base_only)]:
             cell = cells.get((start, method))
-            title = START_TITLES.get(start, start) if method is None else METHOD_TITLES.get(method, method)
+            title = row_title(start, method)
             row = {"start": start, "method": method or "-", "row": title, "source": "ours"}
             for key, _ in columns:
                 values = cell.values.get(key, []) if cell else []

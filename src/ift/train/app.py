@@ -53,6 +53,8 @@ def _resume_point(work_dir: Path, fingerprint: str, accelerator=None) -> str | N
 
 def _metrics(trainer, method: str, seconds: float, resumed_from: str | None) -> dict:
     """train_metrics.json: final/per-step losses, steps, tokens, time; plus the method's own logged values."""
+    from ift.numerics import describe
+
     history = [entry for entry in trainer.state.log_history if "loss" in entry]
     final = trainer.state.log_history[-1] if trainer.state.log_history else {}
     tokens = int(trainer.state.num_input_tokens_seen or 0)
@@ -66,6 +68,7 @@ def _metrics(trainer, method: str, seconds: float, resumed_from: str | None) -> 
         "train_seconds": round(seconds, 2),
         "tokens_per_second": round(tokens / seconds, 1) if seconds > 0 and tokens else None,
         "resumed_from": resumed_from,
+        "numerics": describe(),  # the CPU and kernels these weights came from (ift.numerics)
         "log_history": history,
     }
     if method == "ift":

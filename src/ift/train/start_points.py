@@ -57,6 +57,7 @@ def _train_and_save(cfg, *, stage: str, model, tokenizer, dataset, recipe, sft_k
     from transformers import set_seed
     from trl import SFTConfig, SFTTrainer
 
+    from ift.numerics import describe
     from ift.tracking import configure_tracking
     from ift.train.checkpoints import save_checkpoint
     from ift.train.recipe import training_kwargs
@@ -89,6 +90,7 @@ def _train_and_save(cfg, *, stage: str, model, tokenizer, dataset, recipe, sft_k
         "loss_curve": losses,
         "train_seconds": round(seconds, 2),
         "tokens_seen": tokens,
+        "numerics": describe(),  # the CPU and kernels these weights came from (ift.numerics)
     }
     write_json_atomic(out_dir / "train_metrics.json", metrics)
     if report_to == "wandb":
