@@ -85,8 +85,9 @@ def build_report(*, evals_dir: Path, runs_dir: Path, out_dir: Path, methods: Seq
     files["summary.json"] = write_json_atomic(out_dir / "summary.json", summary_metrics(rows2, rows3, alpaca_columns))
     plot_dir = out_dir / "plots"
     files["task_bars.png"] = plots.task_bars(rows2, plot_dir / "task_bars.png")
-    files["training_curves.png"] = plots.training_curves(runs_dir, plot_dir / "training_curves.png")
-    files["ift_dynamics.png"] = plots.ift_dynamics(runs_dir, plot_dir / "ift_dynamics.png")
+    runs = plots.run_names(methods, starts, seeds)  # the grid's cells only: no glob over runs_dir
+    files["training_curves.png"] = plots.training_curves(runs_dir, plot_dir / "training_curves.png", runs)
+    files["ift_dynamics.png"] = plots.ift_dynamics(runs_dir, plot_dir / "ift_dynamics.png", runs)
     files["index.md"] = write_text_atomic(out_dir / "index.md", index_markdown(out_dir, missing))
     return {"rows2": rows2, "rows3": rows3, "alpaca_columns": alpaca_columns, "missing": missing, "files": files}
 
