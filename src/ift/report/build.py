@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -153,10 +154,19 @@ def load_grid(params_file: Path) -> tuple[list[str], list[str], list[int], str]:
 
     params = yaml.safe_load(params_file.read_text())
     try:
-        return (list(params["methods"]), list(params["starts"]), [int(s) for s in params["seeds"]],
-                str(params.get("profile", "tiny")))
+        methods, starts, seeds = params["methods"], params["starts"], params["seeds"]
     except KeyError as err:
         raise ValueError(f"{params_file} lacks {err}; it needs methods, starts and seeds") from err
+    for key, value in (("methods", methods), ("starts", starts), ("seeds", seeds)):
+        if not isinstance(value, list):  # list("10") would be seeds [1, 0]
+            raise ValueError(f"{params_file}: {key} must be a list, e.g. {key}: [...], got {value!r}")
+    for key, values in (("methods", methods), ("starts", starts)):
+        if not all(isinstance(value, str) for value in values):
+            raise ValueError(f"{params_file}: {key} must be a list of names, got {values!r}")
+    if not all((isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0)
+               or (isinstance(seed, str) and re.fullmatch(r"0|[1-9][0-9]*", seed)) for seed in seeds):
+        raise ValueError(f"{params_file}: seeds must be a list of whole numbers >= 0, got {seeds!r}")
+    return list(methods), list(starts), [int(seed) for seed in seeds], str(params.get("profile", "tiny"))
 
 
 def log_to_wandb(result: dict, logger_cfg, profile: str) -> None:
