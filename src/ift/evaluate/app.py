@@ -19,6 +19,7 @@ cores a tiny checkpoint's evaluation goes from ~22 s to ~17 s.
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 import time
@@ -71,6 +72,24 @@ def check_arguments(model_dir: str | None, out: str | None, evals: Sequence[str]
     return evals
 
 
+def _whole_number_at_least_1(value: Any) -> bool:
+    if isinstance(value, str):
+        return re.fullmatch(r"[1-9][0-9]*", value) is not None
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def check_eval_config(eval_cfg: Mapping[str, Any], evals: Sequence[str]) -> None:
+    """The batch sizes of the evaluations to run, before any model loads: lm-eval's eval.batch_size (leaderboard) is
+    a whole number >= 1, auto or auto:N (lm-eval's own forms); eval.generate_batch_size (alpaca) a whole number >= 1."""
+    batch_size = eval_cfg.get("batch_size", 32)
+    if "leaderboard" in evals and not (_whole_number_at_least_1(batch_size) or (
+            isinstance(batch_size, str) and re.fullmatch(r"auto(:[1-9][0-9]*)?", batch_size))):
+        raise EvaluationConfigError(f"eval.batch_size={batch_size!r}: expected a whole number >= 1, auto or auto:N")
+    generate_batch_size = eval_cfg.get("generate_batch_size", 32)
+    if "alpaca" in evals and not _whole_number_at_least_1(generate_batch_size):
+        raise EvaluationConfigError(f"eval.generate_batch_size={generate_batch_size!r}: expected a whole number >= 1")
+
+
 def check_judge_inputs(judge_cfg: Mapping[str, Any]) -> None:
     """Local judge inputs (the world's references and answer key) exist before any model is loaded."""
     for key in ("references", "answer_key"):
@@ -99,6 +118,7 @@ def evaluate_checkpoint(*, model_dir: str, out: str | Path, evals: Sequence[str]
     from ift.train.checkpoints import load_causal_lm
 
     evals = check_arguments(model_dir, str(out) if out else None, evals)
+    check_eval_config(eval_cfg, evals)
     if "leaderboard" in evals and suite.source == "world":
         check_world_files(suite)
     if "alpaca" in evals:
