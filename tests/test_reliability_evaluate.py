@@ -4,6 +4,12 @@ evaluation's)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import tempfile
+from types import SimpleNamespace
+
 import pytest
 
 from conftest import compose
@@ -47,3 +53,54 @@ def test_valid_batch_sizes_pass(batch_size):
     from ift.evaluate.app import check_eval_config
 
     check_eval_config({"batch_size": batch_size, "generate_batch_size": 32}, ["leaderboard", "alpaca"])
+
+
+def _dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+class _FakeModel:
+    config = SimpleNamespace(max_position_embeddings=None)
+
+    def to(self, device):
+        return self
+
+    def eval(self):
+        return self
+
+
+def test_the_next_evaluation_removes_a_killed_ones_work_dir_only(tmp_path, monkeypatch):
+    """Through evaluate_checkpoint: a dead pid's ift-eval dir goes; a running process's, an unnamed (older) one and
+    anything else stay; this evaluation's own dir carries its pid and is gone afterwards."""
+    import ift.evaluate.app as app
+    import ift.train.checkpoints as checkpoints
+
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    dead = temp / f"ift-eval-{_dead_pid()}-abc_123x"
+    alive = temp / f"ift-eval-{os.getppid()}-k2j4x9z0"  # pytest's parent: running
+    unnamed = temp / "ift-eval-q8w7e6r5"  # made before the names carried a pid
+    other = temp / "ift-evaluation-notes"
+    for directory in (dead, alive, unnamed, other):
+        (directory / "tasks").mkdir(parents=True)
+        (directory / "tasks" / "arc.yaml").write_text("task: arc\n")
+
+    monkeypatch.setattr(checkpoints, "load_causal_lm",
+                        lambda *args, **kwargs: (_FakeModel(), SimpleNamespace(model_max_length=512)))
+    used = []
+
+    def fake_alpaca(model, tokenizer, judge_cfg, eval_cfg, work_dir, model_dir):
+        used.append(work_dir)
+        assert work_dir.is_dir()
+        return {"win_rate": 50.0}, []
+
+    monkeypatch.setattr(app, "_alpaca", fake_alpaca)
+    app.evaluate_checkpoint(model_dir="ckpt", out=tmp_path / "out", evals=["alpaca"], judge_cfg={},
+                            eval_cfg={"device": "cpu", "dtype": "float32", "parallel": False})
+
+    assert not dead.exists()
+    assert alive.is_dir() and unnamed.is_dir() and other.is_dir()
+    assert used and used[0].name.startswith(f"ift-eval-{os.getpid()}-") and not used[0].exists()
