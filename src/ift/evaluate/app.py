@@ -19,6 +19,8 @@ cores a tiny checkpoint's evaluation goes from ~22 s to ~17 s.
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import tempfile
 import time
@@ -71,6 +73,24 @@ def check_arguments(model_dir: str | None, out: str | None, evals: Sequence[str]
     return evals
 
 
+def _whole_number_at_least_1(value: Any) -> bool:
+    if isinstance(value, str):
+        return re.fullmatch(r"[1-9][0-9]*", value) is not None
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def check_eval_config(eval_cfg: Mapping[str, Any], evals: Sequence[str]) -> None:
+    """The batch sizes of the evaluations to run, before any model loads: lm-eval's eval.batch_size (leaderboard) is
+    a whole number >= 1, auto or auto:N (lm-eval's own forms); eval.generate_batch_size (alpaca) a whole number >= 1."""
+    batch_size = eval_cfg.get("batch_size", 32)
+    if "leaderboard" in evals and not (_whole_number_at_least_1(batch_size) or (
+            isinstance(batch_size, str) and re.fullmatch(r"auto(:[1-9][0-9]*)?", batch_size))):
+        raise EvaluationConfigError(f"eval.batch_size={batch_size!r}: expected a whole number >= 1, auto or auto:N")
+    generate_batch_size = eval_cfg.get("generate_batch_size", 32)
+    if "alpaca" in evals and not _whole_number_at_least_1(generate_batch_size):
+        raise EvaluationConfigError(f"eval.generate_batch_size={generate_batch_size!r}: expected a whole number >= 1")
+
+
 def check_judge_inputs(judge_cfg: Mapping[str, Any]) -> None:
     """Local judge inputs (the world's references and answer key) exist before any model is loaded."""
     for key in ("references", "answer_key"):
@@ -99,6 +119,7 @@ def evaluate_checkpoint(*, model_dir: str, out: str | Path, evals: Sequence[str]
     from ift.train.checkpoints import load_causal_lm
 
     evals = check_arguments(model_dir, str(out) if out else None, evals)
+    check_eval_config(eval_cfg, evals)
     if "leaderboard" in evals and suite.source == "world":
         check_world_files(suite)
     if "alpaca" in evals:
@@ -120,7 +141,7 @@ def evaluate_checkpoint(*, model_dir: str, out: str | Path, evals: Sequence[str]
     out.mkdir(parents=True, exist_ok=True)
     remove_results(out, evals)
     records: dict[str, dict] = {}
-    work_dir = Path(tempfile.mkdtemp(prefix="ift-eval-"))
+    work_dir = make_work_dir()
     try:
         if two_lanes:
             records = _two_lanes(model, tokenizer, suite, judge_cfg, eval_cfg, work_dir, out, model_dir, evals)
@@ -133,6 +154,48 @@ def evaluate_checkpoint(*, model_dir: str, out: str | Path, evals: Sequence[str]
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
     return records
+
+
+WORK_DIR_NAME = re.compile(r"ift-eval-(?P<pid>[0-9]+)-[^-]+")  # ift-eval-<pid of its evaluation>-<mkdtemp's suffix>
+
+
+def make_work_dir() -> Path:
+    """The evaluation's temporary directory (lm-eval's task files, alpaca-eval's annotator config), named after
+    this process: ``ift-eval-<pid>-XXXXXXXX`` in the temp dir. It is removed when the evaluation ends, but a killed
+    evaluation leaves it behind; so first remove those of earlier evaluations whose process no longer runs."""
+    remove_stale_work_dirs(Path(tempfile.gettempdir()))
+    return Path(tempfile.mkdtemp(prefix=f"ift-eval-{os.getpid()}-"))
+
+
+def remove_stale_work_dirs(temp_dir: Path) -> list[Path]:
+    """Remove this user's ``ift-eval-<pid>-*`` directories whose pid no longer runs; returns them. A running
+    evaluation's directory (its pid is alive, or not ours to signal) is kept, and so is one without a pid in its name
+    (made before names had one): whose it is cannot be told."""
+    removed = []
+    for path in sorted(temp_dir.glob("ift-eval-*")):
+        match = WORK_DIR_NAME.fullmatch(path.name)
+        if not match or path.is_symlink() or not path.is_dir() or path.stat().st_uid != os.getuid():
+            continue
+        if _process_runs(int(match["pid"])):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        print(f"[evaluate] removed {path}: left by an evaluation (pid {match['pid']}) that no longer runs")
+        removed.append(path)
+    return removed
+
+
+def _process_runs(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    if pid <= 0:  # no process's pid (os.kill would signal a process group)
+        return False
+    try:
+        os.kill(pid, 0)  # signal 0: only whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _in_two_processes(eval_cfg: Mapping[str, Any], device: str) -> bool:

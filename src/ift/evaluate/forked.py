@@ -9,13 +9,23 @@ first progress bar, e.g. while loading weights) is stopped before forking, and a
 
 An error in the child is raised again in the parent, as the same exception where it can be pickled, with the
 child's traceback as a note; a child that dies without a word (killed, out of memory) is a RuntimeError naming it.
+
+A parent that dies without a word (SIGKILL) takes the child with it: on Linux the child asks the kernel for SIGKILL
+when its parent exits (prctl PR_SET_PDEATHSIG, when the fork is made from the main thread: the signal follows the
+forking thread), then checks that the parent did not die before that. And the child closes its copy of the pipe's
+read end, so once the parent is gone the pipe has no reader and a write fails (broken pipe) rather than waiting for
+one: the child then exits at its next value.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
+import os
 import pickle
+import signal
+import sys
 import threading
 import traceback
 from collections.abc import Callable, Iterator
@@ -33,7 +43,9 @@ class ForkedGenerator:
         context = multiprocessing.get_context("fork")
         self.name = name
         self._reader, writer = context.Pipe(duplex=False)
-        self._process = context.Process(target=_child, args=(make_values, writer), name=name)
+        with_parent = threading.current_thread() is threading.main_thread()  # PDEATHSIG: see the module's doc
+        self._process = context.Process(target=_child, name=name,
+                                        args=(make_values, writer, self._reader, os.getpid(), with_parent))
         self._process.start()
         writer.close()  # the child holds the only write end: its exit means end of file here
 
@@ -76,14 +88,42 @@ def _quiet_threads() -> None:
                     ", ".join(others))
 
 
-def _child(make_values: Callable[[], Iterator[Any]], writer) -> None:
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _child(make_values: Callable[[], Iterator[Any]], writer, reader, parent_pid: int, with_parent: bool) -> None:
+    reader.close()  # the parent's is then the only read end: once it is gone, a write fails instead of blocking
+    if with_parent:
+        _die_with_parent()
+    if os.getppid() != parent_pid:  # the parent died before the child got here
+        os._exit(1)
     try:
         for value in make_values():
-            writer.send(("value", value))
+            _send(writer, ("value", value))
     except BaseException as error:  # KeyboardInterrupt included: the parent re-raises it
-        writer.send(("error", _picklable(error, traceback.format_exc())))
+        _send(writer, ("error", _picklable(error, traceback.format_exc())))
     finally:
         writer.close()
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this process when the thread that forked it exits. Elsewhere, or if prctl is unavailable,
+    the closed read end alone ends an orphaned child, at its next write."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:
+            log.warning("prctl(PR_SET_PDEATHSIG) failed (errno %d)", ctypes.get_errno())
+    except (OSError, AttributeError) as err:
+        log.warning("prctl(PR_SET_PDEATHSIG) unavailable: %s", err)
+
+
+def _send(writer, message) -> None:
+    try:
+        writer.send(message)
+    except BrokenPipeError:  # the parent is gone (no read end left): nobody to send to, nothing to wait for
+        os._exit(1)
 
 
 def _picklable(error: BaseException, child_traceback: str) -> BaseException:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -94,8 +95,9 @@ def build_report(*, evals_dir: Path, runs_dir: Path, out_dir: Path, methods: Seq
     files["summary.json"] = write_json_atomic(out_dir / "summary.json", summary_metrics(rows2, rows3, alpaca_columns))
     plot_dir = out_dir / "plots"
     files["task_bars.png"] = plots.task_bars(rows2, plot_dir / "task_bars.png")
-    files["training_curves.png"] = plots.training_curves(runs_dir, plot_dir / "training_curves.png")
-    files["ift_dynamics.png"] = plots.ift_dynamics(runs_dir, plot_dir / "ift_dynamics.png")
+    runs = plots.run_names(methods, starts, seeds, base_only)  # the grid's cells only: no glob over runs_dir
+    files["training_curves.png"] = plots.training_curves(runs_dir, plot_dir / "training_curves.png", runs)
+    files["ift_dynamics.png"] = plots.ift_dynamics(runs_dir, plot_dir / "ift_dynamics.png", runs)
     files["index.md"] = write_text_atomic(out_dir / "index.md", index_markdown(out_dir, missing))
     return {"rows2": rows2, "rows3": rows3, "alpaca_columns": alpaca_columns, "missing": missing, "files": files}
 
@@ -188,10 +190,21 @@ def load_grid(params_file: Path) -> tuple[list[str], list[str], list[int], str, 
 
     params = yaml.safe_load(params_file.read_text())
     try:
-        return (list(params["methods"]), list(params["starts"]), [int(s) for s in params["seeds"]],
-                str(params.get("profile", "tiny")), list(params.get("base_only_methods") or []))
+        methods, starts, seeds = params["methods"], params["starts"], params["seeds"]
     except KeyError as err:
         raise ValueError(f"{params_file} lacks {err}; it needs methods, starts and seeds") from err
+    base_only = params.get("base_only_methods") or []
+    for key, value in (("methods", methods), ("starts", starts), ("seeds", seeds), ("base_only_methods", base_only)):
+        if not isinstance(value, list):  # list("10") would be seeds [1, 0]
+            raise ValueError(f"{params_file}: {key} must be a list, e.g. {key}: [...], got {value!r}")
+    for key, values in (("methods", methods), ("starts", starts), ("base_only_methods", base_only)):
+        if not all(isinstance(value, str) for value in values):
+            raise ValueError(f"{params_file}: {key} must be a list of names, got {values!r}")
+    if not all((isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0)
+               or (isinstance(seed, str) and re.fullmatch(r"0|[1-9][0-9]*", seed)) for seed in seeds):
+        raise ValueError(f"{params_file}: seeds must be a list of whole numbers >= 0, got {seeds!r}")
+    return (list(methods), list(starts), [int(seed) for seed in seeds], str(params.get("profile", "tiny")),
+            list(base_only))
 
 
 def log_to_wandb(result: dict, logger_cfg, profile: str) -> None:

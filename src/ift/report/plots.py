@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 
 from ift.io import write_png_atomic
-from ift.report.tables import LEADERBOARD_COLUMNS, METHOD_TITLES, START_TITLES
+from ift.report.tables import LEADERBOARD_COLUMNS, METHOD_TITLES, START_TITLES, methods_at
 
 
 def _pyplot():
@@ -43,18 +44,35 @@ def task_bars(rows: list[dict], path: Path) -> Path:
     return write_png_atomic(figure, path)
 
 
-def _histories(runs_dir: Path) -> dict[str, list[dict]]:
-    """train_metrics.json of every run dir, keyed by run name."""
-    histories = {}
-    for metrics_file in sorted(runs_dir.glob("*/train_metrics.json")):
-        histories[metrics_file.parent.name] = json.loads(metrics_file.read_text())
+def run_names(methods: Sequence[str], starts: Sequence[str], seeds: Sequence[int],
+              base_only: Sequence[str] = ()) -> list[str]:
+    """The grid's run directories, ``<method>-<start>-s<seed>``, in the tables' order (``base_only`` methods from
+    base only)."""
+    return [f"{method}-{start}-s{seed}" for start in starts for method in methods_at(start, methods, base_only)
+            for seed in seeds]
+
+
+def _histories(runs_dir: Path, names: Sequence[str]) -> dict[str, list[dict]]:
+    """train_metrics.json of the named run dirs (the grid's cells), keyed by run name; a missing one is named in a
+    warning. Nothing else under ``runs_dir`` is read: not a run outside the grid, not a killed save's
+    ``.<name>.*.tmp`` directory."""
+    histories, missing = {}, []
+    for name in sorted(names):  # sorted, as the glob was: same line order and colours
+        metrics_file = runs_dir / name / "train_metrics.json"
+        if metrics_file.is_file():
+            histories[name] = json.loads(metrics_file.read_text())
+        else:
+            missing.append(name)
+    if missing:
+        print(f"[report] WARNING: {len(missing)} of the grid's {len(names)} runs have no train_metrics.json under "
+              f"{runs_dir} and are left out of the plots: {', '.join(missing)}")
     return histories
 
 
-def training_curves(runs_dir: Path, path: Path) -> Path:
-    """Training loss per step, one line per run, one panel per start point (colour = method)."""
+def training_curves(runs_dir: Path, path: Path, names: Sequence[str]) -> Path:
+    """Training loss per step, one line per run in ``names``, one panel per start point (colour = method)."""
     plt = _pyplot()
-    histories = _histories(runs_dir)
+    histories = _histories(runs_dir, names)
     by_start = defaultdict(list)
     for name, metrics in histories.items():
         start = "sft_beta" if "-sft_beta-" in name else "base"
@@ -78,11 +96,12 @@ def training_curves(runs_dir: Path, path: Path) -> Path:
     return write_png_atomic(figure, path)
 
 
-def ift_dynamics(runs_dir: Path, path: Path) -> Path:
-    """IFT runs: λ per step, and the pass-1 SFT loss (true inputs) against the pass-2 loss (mixed inputs)."""
+def ift_dynamics(runs_dir: Path, path: Path, names: Sequence[str]) -> Path:
+    """IFT runs among ``names``: λ per step, and the pass-1 SFT loss (true inputs) against the pass-2 loss (mixed
+    inputs)."""
     plt = _pyplot()
     figure, (ax_lambda, ax_loss) = plt.subplots(1, 2, figsize=(11, 3.8))
-    for name, metrics in _histories(runs_dir).items():
+    for name, metrics in _histories(runs_dir, names).items():
         if metrics.get("method") != "ift":
             continue
         steps = [entry["step"] for entry in metrics["log_history"]]

@@ -95,9 +95,26 @@ def leaderboard_row_values(result: Mapping) -> dict[str, float]:
     return values
 
 
+class ResultFileError(ValueError):
+    """An evaluation result file the report reads is not valid JSON or lacks what the report needs."""
+
+
+def _read_result(path: Path, reader) -> dict:
+    try:
+        return reader(json.loads(path.read_text()))
+    except (ValueError, KeyError, TypeError, AttributeError) as err:  # JSONDecodeError is a ValueError
+        raise ResultFileError(f"{path}: unreadable evaluation result ({type(err).__name__}: {err}); re-run its "
+                              "evaluation") from err
+
+
 def collect(evals_dir: Path, methods: Iterable[str], starts: Iterable[str], seeds: Iterable[int],
             base_only: Iterable[str] = ()):
-    """Read every expected evaluation; returns (cells keyed by (start, method)), missing names)."""
+    """Read every expected evaluation; returns (cells keyed by (start, method)), missing names).
+
+    Missing are absent result files (``<name>/leaderboard.json``) and Table 2 tasks absent from a present
+    leaderboard.json (``<name>/leaderboard.json: task gsm8k``): tabulated anyway, that cell would hold fewer seeds
+    than the others and still look complete. A result file that is not valid JSON raises ResultFileError naming it.
+    """
     methods, starts, seeds, base_only = list(methods), list(starts), list(seeds), list(base_only)
     cells: dict[tuple[str, str | None], Cell] = {}
     missing: list[str] = []
@@ -112,7 +129,10 @@ def collect(evals_dir: Path, methods: Iterable[str], starts: Iterable[str], seed
             if not path.exists():
                 missing.append(f"{name}/{filename}")
                 continue
-            for column, value in reader(json.loads(path.read_text())).items():
+            values = _read_result(path, reader)
+            if filename == "leaderboard.json":
+                missing += [f"{name}/{filename}: task {key}" for key, _ in LEADERBOARD_COLUMNS if key not in values]
+            for column, value in values.items():
                 cell.add(column, value, seed)
     return cells, missing
 

@@ -47,8 +47,25 @@ def _resume_point(work_dir: Path, fingerprint: str, accelerator=None) -> str | N
     if accelerator is not None:
         accelerator.wait_for_everyone()
     checkpoints = sorted(work_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-    complete = [c for c in checkpoints if (c / "trainer_state.json").exists()]
-    return str(complete[-1]) if complete else None
+    for checkpoint in reversed(checkpoints):
+        if _complete_checkpoint(checkpoint):
+            return str(checkpoint)
+    return None
+
+
+def _complete_checkpoint(checkpoint: Path) -> bool:
+    """The Trainer writes trainer_state.json last: a checkpoint is complete when that file is there and parses. An
+    empty or cut one (a kill while it was written) is passed over with a warning, for the checkpoint before it."""
+    state = checkpoint / "trainer_state.json"
+    if not state.exists():
+        return False
+    try:
+        json.loads(state.read_text())
+    except (ValueError, OSError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        print(f"[train] WARNING: {state} is not valid JSON ({err}): checkpoint {checkpoint.name} is incomplete, "
+              "resuming from the checkpoint before it (or from the start)")
+        return False
+    return True
 
 
 def _metrics(trainer, method: str, seconds: float, resumed_from: str | None) -> dict:

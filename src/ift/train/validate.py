@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from ift.train.checkpoints import CheckpointError, check_checkpoint_dir, is_hub_id
 
 METHODS = ("sft", "dpo", "orpo", "ift", "sft_dpo")
@@ -83,13 +85,22 @@ def _check_checkpoint_ref(ref: str, key: str, profile: str, hint: str) -> None:
         raise ConfigError(f"{key}: {err}") from err
 
 
+def _check_seed(seed) -> None:
+    """A whole number >= 0: ``seed=1.5`` would train seed 1 under the run name ``...-s1.5``, and ``seed=abc`` would
+    fail in ``int()`` without naming the key."""
+    if isinstance(seed, str) and re.fullmatch(r"0|[1-9][0-9]*", seed):  # a quoted whole number: "-s<seed>" as is
+        return
+    _require(isinstance(seed, int) and not isinstance(seed, bool), f"seed must be a whole number >= 0, got {seed!r}")
+    _require(seed >= 0, f"seed must be >= 0, got {seed}")
+
+
 def validate_train_config(cfg) -> None:
     """Raise ConfigError for unknown method/start/profile, out-of-range values or a missing start checkpoint."""
     _require(cfg.get("profile") in PROFILES, f"profile={cfg.get('profile')!r} is unknown; choose {PROFILES}")
     _check_method(cfg.method)
     start = cfg.start.get("name")
     _require(start in STARTS, f"start={start!r} is unknown; choose one of {', '.join(STARTS)}")
-    _require(int(cfg.seed) >= 0, f"seed must be >= 0, got {cfg.seed}")
+    _check_seed(cfg.get("seed"))
     _check_recipe(cfg.trainer.finetune, int(cfg.trainer.get("logging_steps", 10)))
     run_name = str(cfg.run_name)
     _require(run_name and "/" not in run_name and run_name not in (".", ".."),
