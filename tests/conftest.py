@@ -59,7 +59,8 @@ def smoke_root(tmp_path_factory):
 
     Session-scoped and shared by every test marked ``xdist_group("smoke_pipeline")`` (one worker builds it once).
     """
-    from ift.train.start_points import build_base, build_sft_beta
+    from ift.train.base import build_base
+    from ift.train.sft_beta import build_sft_beta
 
     root = tmp_path_factory.mktemp("smoke_root")
     cfg = compose(["profile=smoke", "logger=none"], root=root)

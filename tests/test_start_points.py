@@ -164,7 +164,7 @@ def test_lettered_choice_is_null_where_a_split_has_no_lettered_rows(tmp_path):
 
 
 def test_sft_beta_without_base_fails_clearly(tmp_path):
-    from ift.train.start_points import build_sft_beta
+    from ift.train.sft_beta import build_sft_beta
 
     cfg = compose(["profile=smoke", "logger=none"], root=tmp_path)
     with pytest.raises(CheckpointError, match=r"base start point not found.*dvc repro base"):

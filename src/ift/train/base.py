@@ -1,10 +1,28 @@
 """DVC stage `base`: ``python -m ift.train.base [profile=...]`` — pretrain the tiny base start point."""
 
-from ift.train.start_points import run
+from pathlib import Path
+
+from ift.train.start_points import build_tiny_model, run, train_and_save
+
+
+def build_base(cfg) -> dict:
+    """Pretrain the tiny base model on the world's corpus (plain text, no chat template)."""
+    from datasets import load_dataset
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(cfg.data.tokenizer))
+    model = build_tiny_model(cfg.model, tokenizer, int(cfg.seed))
+    corpus = load_dataset("json", data_files={"train": str(Path(cfg.data.dir) / "corpus" / "train.jsonl")},
+                          split="train")
+    # "wrapped" packing = classic LM pretraining: documents joined with eos and cut into fixed blocks.
+    sft_kwargs = dict(packing=True, packing_strategy="wrapped", dataset_text_field="text",
+                      completion_only_loss=False)
+    return train_and_save(cfg, stage="base", model=model, tokenizer=tokenizer, dataset=corpus,
+                           recipe=cfg.trainer.pretrain, sft_kwargs=sft_kwargs)
 
 
 def main() -> None:
-    run("base")
+    run("base", build_base)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The two start points of the paper's grid, as DVC stages:
+"""What the two start points of the paper's grid share (their stages: :mod:`ift.train.base`, :mod:`ift.train.sft_beta`):
 
 * ``python -m ift.train.base``: pretrain a tiny Mistral-shaped LM from scratch on the world's
   corpus (the analog of Mistral-7B-v0.1) and save it to ``outputs/models/base``.
@@ -52,7 +52,7 @@ def build_tiny_model(model_cfg, tokenizer, seed: int):
     return model
 
 
-def _train_and_save(cfg, *, stage: str, model, tokenizer, dataset, recipe, sft_kwargs: dict) -> dict:
+def train_and_save(cfg, *, stage: str, model, tokenizer, dataset, recipe, sft_kwargs: dict) -> dict:
     """Run TRL's SFTTrainer with a recipe from conf/trainer and save the result atomically with its metrics."""
     from transformers import set_seed
     from trl import SFTConfig, SFTTrainer
@@ -103,42 +103,9 @@ def _train_and_save(cfg, *, stage: str, model, tokenizer, dataset, recipe, sft_k
     return metrics
 
 
-def build_base(cfg) -> dict:
-    """Pretrain the tiny base model on the world's corpus (plain text, no chat template)."""
-    from datasets import load_dataset
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(str(cfg.data.tokenizer))
-    model = build_tiny_model(cfg.model, tokenizer, int(cfg.seed))
-    corpus = load_dataset("json", data_files={"train": str(Path(cfg.data.dir) / "corpus" / "train.jsonl")},
-                          split="train")
-    # "wrapped" packing = classic LM pretraining: documents joined with eos and cut into fixed blocks.
-    sft_kwargs = dict(packing=True, packing_strategy="wrapped", dataset_text_field="text",
-                      completion_only_loss=False)
-    return _train_and_save(cfg, stage="base", model=model, tokenizer=tokenizer, dataset=corpus,
-                           recipe=cfg.trainer.pretrain, sft_kwargs=sft_kwargs)
-
-
-def build_sft_beta(cfg) -> dict:
-    """SFT the base model on the whole chat train set, then measure both start points."""
-    from ift.data import load_chat_for_sft
-    from ift.train.checkpoints import load_causal_lm
-    from ift.train.quality import measure_start_points
-
-    base_dir = Path(cfg.paths.models) / "base"
-    model, tokenizer = load_causal_lm(base_dir, what="base start point", hint="run `dvc repro base` first")
-    dataset, skips = load_chat_for_sft(cfg.data, tokenizer=tokenizer, seed=int(cfg.seed))
-    metrics = _train_and_save(cfg, stage="sft_beta", model=model, tokenizer=tokenizer, dataset=dataset,
-                              recipe=cfg.trainer.sft_beta, sft_kwargs=dict(completion_only_loss=True))
-    out_dir = Path(cfg.paths.models) / "sft_beta"
-    write_json_atomic(out_dir / "data_skips.json", skips.to_dict())
-    quality = measure_start_points(cfg, base_dir=base_dir, sft_beta_dir=out_dir)
-    write_json_atomic(out_dir / "quality.json", quality)
-    return metrics
-
-
-def run(stage: str) -> None:
-    """Hydra entry shared by ``python -m ift.train.base`` and ``python -m ift.train.sft_beta``."""
+def run(stage: str, build) -> None:
+    """Hydra entry shared by ``python -m ift.train.base`` and ``python -m ift.train.sft_beta``: ``build(cfg)`` trains
+    the start point (tiny and smoke profiles); the paper profile records the hub checkpoint it stands for."""
     import hydra
 
     from ift.paths import CONF_DIR
@@ -147,9 +114,7 @@ def run(stage: str) -> None:
     def _app(cfg) -> None:
         if cfg.profile == "paper":
             record_hub_start_point(cfg, stage)
-        elif stage == "base":
-            build_base(cfg)
         else:
-            build_sft_beta(cfg)
+            build(cfg)
 
     _app()
