@@ -1,6 +1,6 @@
 """IFTTrainer against a hand-written reference of one IFT step at λ ≠ 0, γ > 0 (where IFT is not SFT).
 
-The reference is written out plainly from the method's description (DESIGN §4, ift.train.ift_trainer and ift.losses
+The reference is written out plainly from the method's description (docs/design.md, ift.train.ift_trainer and ift.losses
 docstrings) with Python loops, and calls no ``ift.losses`` helper:
 
 (a) pass 1 on the true ids without gradient, greedy argmax at every position;

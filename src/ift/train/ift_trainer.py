@@ -1,7 +1,7 @@
 """IFTTrainer: TRL's SFTTrainer with Intuitive Fine-Tuning's loss (Hua et al., arXiv 2405.11870).
 
 Only ``compute_loss`` changes (plus how a batch's loss is normalised); data, collation, optimiser, schedule,
-logging, checkpointing and distributed wiring are SFTTrainer's. Per step (DESIGN §4):
+logging, checkpointing and distributed wiring are SFTTrainer's. Per step (docs/design.md):
 
 1. pass 1, no gradient: the policy reads the true sequence x; its greedy guess for every position is kept
    (only the argmax: the LM head runs over chunks of positions, no full-vocabulary logits are kept);

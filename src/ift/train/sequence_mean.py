@@ -1,6 +1,6 @@
 """Per-sequence-mean losses in TRL's SFTTrainer: the authors' SFT reduction, and the normalisation IFT shares.
 
-The IFT authors' SFT loss (and IFT's, DESIGN §4) is the mean over sequences of each sequence's mean response NLL;
+The IFT authors' SFT loss (and IFT's, docs/design.md) is the mean over sequences of each sequence's mean response NLL;
 TRL's SFTTrainer takes the token mean over the batch instead. Under gradient accumulation and across processes the
 divisor must be the number of sequences in the whole optimiser step, not per micro-batch: ``_get_num_items_in_batch``
 counts the sequences with at least one response token (gathered over processes) and ``step_mean`` divides the summed

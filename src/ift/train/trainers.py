@@ -49,7 +49,7 @@ def build_trainer(method: Mapping, *, model, tokenizer, dataset, common_args: di
 
 
 def response_nll_orpo_trainer_class():
-    """TRL's ORPOTrainer with the ORPO formula's NLL term (DESIGN §4), defined lazily (trl.experimental import).
+    """TRL's ORPOTrainer with the ORPO formula's NLL term (docs/design.md), defined lazily (trl.experimental import).
 
     TRL computes the NLL term as the token-mean cross-entropy over the whole chosen sequence, prompt included.
     The ORPO paper and the IFT authors' code use -mean log p(y_w | x): the chosen *response's* length-normalised

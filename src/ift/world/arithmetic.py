@@ -7,7 +7,7 @@ The world's arithmetic is a small closed TABLE of facts, small enough for a tiny
 Every step of every text is one of these facts, written the single way "a op b is r".
 
 Generalisation is measured on operand pairs never combined in FINE-TUNING data: a seeded fraction of the
-UNORDERED pairs {a, b} with a, b in 2..max_operand is held out (0 and 1 only make identities). The rule (DESIGN: train and eval splits share
+UNORDERED pairs {a, b} with a, b in 2..max_operand is held out (0 and 1 only make identities). The rule (train and eval splits share
 no number pair; the splits are fine-tuning train vs evaluation):
 * fine-tuning data (chat / preference train) never uses a held-out pair in any step;
 * evaluation items put a held-out pair in their first (primary) operation;
