@@ -7,6 +7,7 @@ dpo  -> trl.DPOTrainer (reference = the initial model) orpo -> ResponseNLLORPOTr
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 
 
@@ -42,10 +43,34 @@ def build_trainer(method: Mapping, *, model, tokenizer, dataset, common_args: di
     if name == "orpo":
         from trl.experimental.orpo import ORPOConfig
 
+        _quiet_orpo_token_count()
         args = ORPOConfig(**common_args, max_length=max_length, beta=float(method["beta"]))
         return response_nll_orpo_trainer_class()(model=model, args=args, train_dataset=dataset,
                                                  processing_class=tokenizer, callbacks=callbacks)
     raise ValueError(f"unknown method {name!r}")
+
+
+class _UntrackableTokenCount(logging.Filter):
+    MESSAGE = "Tried to track the number of tokens seen"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.MESSAGE)
+
+
+def _quiet_orpo_token_count() -> None:
+    """Drop transformers' per-step "Tried to track the number of tokens seen, however the current model is not
+    configured properly..." warning, which ORPO runs print at every step, and only that message.
+
+    Why it fires: the recipe asks every trainer to count input tokens (include_num_input_tokens_seen, ift.train.recipe)
+    and transformers' Trainer counts ``batch[model.main_input_name]`` (``input_ids``); TRL's ORPOTrainer batches hold
+    ``prompt_/chosen_/rejected_input_ids`` instead, so nothing is counted and ORPO's train_metrics.json records
+    tokens_seen 0. Either fix (counting ORPO's tokens ourselves, or not asking ORPO to count) would change the
+    num_input_tokens_seen / train_tokens_per_second entries in its log_history, which train_metrics.json (a DVC
+    output) holds; so the warning, which cannot be acted on and repeats at every step, is filtered instead.
+    """
+    trainer_logger = logging.getLogger("transformers.trainer")
+    if not any(isinstance(existing, _UntrackableTokenCount) for existing in trainer_logger.filters):
+        trainer_logger.addFilter(_UntrackableTokenCount())
 
 
 def response_nll_orpo_trainer_class():
