@@ -311,13 +311,23 @@ def run_from_config(cfg) -> dict[str, dict]:
     records = evaluate_checkpoint(model_dir=str(cfg.model_dir), out=str(cfg.out), evals=evals, suite=suite,
                                   judge_cfg=judge_cfg, eval_cfg=eval_cfg)
     print(report_line(records))
-    print(f"[evaluate] {cfg.model_dir} -> {cfg.out} ({time.perf_counter() - started:.1f} s in all)")
-    from ift.tracking import eval_metrics, log_eval_run
+    from ift.tracking import configure_tracking, eval_metrics, eval_run, log_eval_run
 
-    log_eval_run(cfg.logger, name=f"eval-{Path(str(cfg.out)).name}", group=str(cfg.logger.group),
-                 metrics=eval_metrics(records), config={"model_dir": str(cfg.model_dir), "profile": cfg.profile,
-                                                        "suite": cfg.suite.name, "judge": cfg.judge.name})
+    if configure_tracking(cfg.logger) == "wandb":
+        log_eval_run(cfg.logger, eval_run(cfg), eval_metrics(records))
+    print(f"[evaluate] {Path(str(cfg.out)).name} done in {time.perf_counter() - started:.1f} s: "
+          f"{headline(records)}")
     return records
+
+
+def headline(records: Mapping[str, dict]) -> str:
+    """The end line's figures: the leaderboard's Avg and the AlpacaEval win rate (those that ran)."""
+    parts = []
+    if records.get("leaderboard"):
+        parts.append(f"Avg {records['leaderboard']['avg']:.3f}")
+    if records.get("alpaca"):
+        parts.append(f"win rate {records['alpaca']['win_rate']:.1f}%")
+    return ", ".join(parts) or "nothing evaluated"
 
 
 def main() -> None:

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import hydra
@@ -20,6 +21,7 @@ from ift.report.published import DEFAULT_FILE as DEFAULT_PUBLISHED_FILE
 
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="report")
 def main(cfg: DictConfig) -> None:
+    began = time.time()
     methods, starts, seeds, params_profile, base_only = load_grid(Path(cfg.params_file))
     if cfg.profile is None:  # the pipeline's own profile (a Hydra override `profile=` would name the config group)
         OmegaConf.update(cfg, "profile", params_profile)
@@ -33,9 +35,9 @@ def main(cfg: DictConfig) -> None:
     if cfg.update_readme:
         changed = update_readme(Path(cfg.paths.readme), Path(cfg.paths.report))
         print(f"[report] README Results section {'updated' if changed else 'already current'}")
-    log_to_wandb(result, cfg.logger, str(cfg.profile))
-    print(f"[report] {len(result['files'])} files -> {cfg.paths.report}"
-          + (f"; {len(result['missing'])} evaluations missing" if result["missing"] else ""))
+    log_to_wandb(result, cfg.logger, str(cfg.profile), cfg)
+    print(f"[report] report done in {time.time() - began:.1f} s: {len(result['files'])} files written to "
+          f"{cfg.paths.report}" + (f"; {len(result['missing'])} evaluations missing" if result["missing"] else ""))
 
 
 if __name__ == "__main__":

@@ -207,15 +207,16 @@ def load_grid(params_file: Path) -> tuple[list[str], list[str], list[int], str, 
             list(base_only))
 
 
-def log_to_wandb(result: dict, logger_cfg, profile: str) -> None:
-    """One W&B summary run with Table 2/3 as wandb.Table and the plots as images (offline by default)."""
-    from ift.tracking import configure_tracking
+def log_to_wandb(result: dict, logger_cfg, profile: str, cfg=None) -> None:
+    """One W&B summary run with Table 2/3 as wandb.Table and the plots as images (offline by default); ``cfg``:
+    the report's Hydra config, for the run's config (ift.tracking.report_run)."""
+    from ift.tracking import configure_tracking, init_run, report_run
 
-    if configure_tracking(logger_cfg, group=str(logger_cfg.group), tags=["report", profile]) != "wandb":
+    if configure_tracking(logger_cfg) != "wandb":
         return
     import wandb
 
-    run = wandb.init(job_type="report", name=f"report-{profile}", config={"profile": profile})
+    run = init_run(logger_cfg, report_run(logger_cfg, profile, cfg))
     for stem, rows, columns in (("table2", result["rows2"], TABLE2_COLUMNS),
                                 ("table3", result["rows3"], result["alpaca_columns"])):
         header = ["start", "method", "source", *(f"{key}_mean" for key, _ in columns),

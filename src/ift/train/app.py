@@ -135,11 +135,12 @@ def _run_sft_dpo(cfg, run_dir: Path, work_dir: Path) -> Path:
         sft_method = {"name": "sft", **OmegaConf.to_container(cfg.method.sft, resolve=True)}
         sft_dir = work_dir / "sft_half"
         if not (sft_dir / "train_metrics.json").exists():
-            _train_one(_with_method(cfg, sft_method), run_dir=sft_dir, work_dir=work_dir / "sft_half.work")
+            _train_one(_with_method(cfg, sft_method), run_dir=sft_dir, work_dir=work_dir / "sft_half.work",
+                       cell=cfg, part="sft_half")
         carry["sft_half"] = init_ref = sft_dir
     dpo_method = {"name": "dpo", **OmegaConf.to_container(cfg.method.dpo, resolve=True)}
     result = _train_one(_with_method(cfg, dpo_method), run_dir=run_dir, work_dir=work_dir / "dpo.work",
-                        init_ref=init_ref, carry=carry, config_to_save=cfg)
+                        init_ref=init_ref, carry=carry, config_to_save=cfg, cell=cfg, part="dpo")
     shutil.rmtree(work_dir, ignore_errors=True)
     return result
 
@@ -164,17 +165,25 @@ def save_run(trainer, tokenizer, run_dir: Path, write_extras=None) -> None:
     accelerator.wait_for_everyone()
 
 
-def _train_one(cfg, *, run_dir: Path, work_dir: Path, init_ref=None, carry=None, config_to_save=None) -> Path:
-    """One TRL training run from ``init_ref`` (default: init_from or the start point) into ``run_dir``."""
+def _train_one(cfg, *, run_dir: Path, work_dir: Path, init_ref=None, carry=None, config_to_save=None, cell=None,
+               part: str | None = None) -> Path:
+    """One TRL training run from ``init_ref`` (default: init_from or the start point) into ``run_dir``.
+
+    ``cell``/``part``: the grid cell's config and which half of it this is (SFT+DPO), for its W&B run's name
+    (``<cell>/<part>``), tags and config (ift.tracking); by default the run is the whole cell ``cfg``.
+    """
     from omegaconf import OmegaConf
     from transformers import set_seed
 
     from ift.data import DataConfig, training_data
-    from ift.tracking import configure_tracking
+    from ift.tracking import configure_tracking, finish_run, init_run, training_run
     from ift.train.checkpoints import load_causal_lm
     from ift.train.recipe import training_kwargs
     from ift.train.trainers import build_trainer
 
+    began = time.time()
+    cell = cfg if cell is None else cell
+    name = f"{cell.run_name}/{part}" if part else str(cell.run_name)
     method, start, seed = str(cfg.method.name), str(cfg.start.name), int(cfg.seed)
     if init_ref is None:
         init_ref = str(cfg.init_from) if cfg.get("init_from") else str(cfg.start.checkpoint)
@@ -182,25 +191,24 @@ def _train_one(cfg, *, run_dir: Path, work_dir: Path, init_ref=None, carry=None,
     model, tokenizer = load_causal_lm(init_ref, what=f"initial checkpoint of {run_dir.name}")
     data = training_data(method, start, DataConfig.from_mapping(cfg.data), seed, tokenizer=tokenizer,
                          targets=cfg.method.get("targets"))
-    report_to = configure_tracking(cfg.logger, group=str(cfg.logger.group),
-                                   tags=[method, start, f"seed{seed}", str(cfg.profile)])
+    report_to = configure_tracking(cfg.logger)
     recipe = cfg.trainer.finetune
-    common = training_kwargs(cfg.trainer, recipe, output_dir=work_dir, seed=seed, run_name=run_dir.name,
+    common = training_kwargs(cfg.trainer, recipe, output_dir=work_dir, seed=seed, run_name=name,
                              report_to=report_to)
     trainer = build_trainer(cfg.method, model=model, tokenizer=tokenizer, dataset=data.dataset,
                             common_args=common, max_length=int(recipe.max_length))
     resume = _resume_point(work_dir, _fingerprint(cfg) + str(init_ref), trainer.accelerator)
-    print(f"[train] {run_dir.name}: {method} from {init_ref} on {len(data.dataset)} rows "
+    print(f"[train] {name}: {method} from {init_ref} on {len(data.dataset)} rows "
           f"({data.part_sizes}){f', resuming from {resume}' if resume else ''}")
+    if report_to == "wandb" and trainer.accelerator.is_main_process:
+        # Started here, named and configured by us; transformers' W&B callback logs into it (ift.tracking).
+        init_run(cfg.logger, training_run(cell, part=part))
     started = time.time()
     trainer.train(resume_from_checkpoint=resume)
     seconds = time.time() - started
     metrics = _metrics(trainer, method, seconds, resume)
     if report_to == "wandb":
-        import wandb
-
-        if wandb.run is not None:
-            wandb.finish()
+        finish_run()
 
     def write_extras(tmp: Path) -> None:
         write_text_atomic(tmp / "config.yaml", OmegaConf.to_yaml(config_to_save or cfg, resolve=True))
@@ -212,8 +220,9 @@ def _train_one(cfg, *, run_dir: Path, work_dir: Path, init_ref=None, carry=None,
     save_run(trainer, tokenizer, run_dir, write_extras)  # the run dir itself is the HF checkpoint
     if trainer.accelerator.is_main_process:
         shutil.rmtree(work_dir, ignore_errors=True)
-    print(f"[train] {run_dir.name}: {metrics['steps']} steps in {seconds:.0f}s, final loss "
-          f"{metrics['final_loss']:.4f} -> {run_dir}")
+    loss = metrics["final_loss"]
+    print(f"[train] {name} done in {time.time() - began:.1f} s: {metrics['steps']} steps, final loss "
+          f"{'n/a' if loss is None else f'{loss:.4f}'}")
     return run_dir
 
 

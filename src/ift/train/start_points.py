@@ -58,13 +58,13 @@ def train_and_save(cfg, *, stage: str, model, tokenizer, dataset, recipe, sft_kw
     from trl import SFTConfig, SFTTrainer
 
     from ift.numerics import describe
-    from ift.tracking import configure_tracking
+    from ift.tracking import configure_tracking, finish_run, init_run, start_point_run
     from ift.train.checkpoints import save_checkpoint
     from ift.train.recipe import training_kwargs
 
     out_dir = Path(cfg.paths.models) / stage
     work_dir = Path(cfg.paths.outputs) / "work" / stage
-    report_to = configure_tracking(cfg.logger, group=f"{cfg.profile}-start", tags=[stage, cfg.profile])
+    report_to = configure_tracking(cfg.logger)
     set_seed(int(cfg.seed))
     args = SFTConfig(
         **training_kwargs(cfg.trainer, recipe, output_dir=work_dir, seed=int(cfg.seed), run_name=stage,
@@ -73,6 +73,9 @@ def train_and_save(cfg, *, stage: str, model, tokenizer, dataset, recipe, sft_kw
         **sft_kwargs,
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+    if report_to == "wandb" and trainer.accelerator.is_main_process:
+        # Started here, named and configured by us; transformers' W&B callback logs into it (ift.tracking).
+        init_run(cfg.logger, start_point_run(cfg, stage, sum(p.numel() for p in trainer.model.parameters())))
     started = time.time()
     result = trainer.train()
     seconds = time.time() - started
@@ -94,12 +97,7 @@ def train_and_save(cfg, *, stage: str, model, tokenizer, dataset, recipe, sft_kw
     }
     write_json_atomic(out_dir / "train_metrics.json", metrics)
     if report_to == "wandb":
-        import wandb
-
-        if wandb.run is not None:
-            wandb.finish()
-    print(f"[{stage}] {metrics['steps']} steps in {seconds:.0f}s, final loss {metrics['final_train_loss']:.3f}"
-          f" -> {out_dir}")
+        finish_run()
     return metrics
 
 
@@ -114,7 +112,11 @@ def run(stage: str, build) -> None:
     def _app(cfg) -> None:
         if cfg.profile == "paper":
             record_hub_start_point(cfg, stage)
-        else:
-            build(cfg)
+            return
+        began = time.time()
+        metrics = build(cfg)
+        loss = metrics["final_train_loss"]
+        print(f"[{stage}] {stage} done in {time.time() - began:.1f} s: {metrics['steps']} steps, final loss "
+              f"{'n/a' if loss is None else f'{loss:.4f}'}")
 
     _app()
