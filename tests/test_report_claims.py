@@ -97,6 +97,13 @@ def test_claim_verdicts_on_constructed_seeds(ift, rival, verdict):
     assert result["verdict"] == verdict
 
 
+def test_one_seed_gives_no_verdict():
+    statement = Statement("x", "t", (Term("base", "ift", ("avg",)),), (Term("base", "sft", ("avg",)),))
+    cells = _cells({("base", "ift"): {"avg": {0: 50.0}}, ("base", "sft"): {"avg": {0: 40.0}}})
+    result = claims.evaluate(statement, claims.grid_lookup(cells))
+    assert result["estimate"] == 10.0 and result["verdict"] == "inconclusive (1 seed)"
+
+
 def test_a_start_point_enters_every_seed_and_a_missing_seed_is_named():
     statement = Statement("x", "t", (Term("base", "ift", ("avg",)),), (Term("base", None, ("avg",)),))
     cells = _cells({("base", "ift"): {"avg": {0: 3.0, 1: 5.0}}, ("base", None): {"avg": {None: 1.0}}})

@@ -5,9 +5,9 @@ Every statement has the form ``combine_lhs(terms) − combine_rhs(terms) > 0``, 
 (or the mean of several columns) and the combines are min / max / the single term. Per seed s the statistic is
 computed from the cells of seed s (start points, shared by every seed, enter as the same number each time); the
 interval is Student's t over those per-seed statistics (90%, n − 1 degrees of freedom). Verdict: *supported* when
-the interval lies above 0, *contradicted* when below, *inconclusive* when it contains 0. With one number per cell
-(the paper's published tables, or a single benchmark run) there is no interval, and the verdict is the estimate's
-sign. The same code reads the paper's published numbers, so each statement also gets the paper's own value:
+the interval lies above 0, *contradicted* when below, *inconclusive* when it contains 0 or rests on one seed. With one
+number per cell (the paper's published tables, or a single benchmark run) there is no interval, and the verdict is
+the estimate's sign. The same code reads the paper's published numbers, so each statement also gets the paper's own value:
 ``tests/test_report_claims.py`` checks that the paper's numbers support every claim the paper makes.
 
 Sources of terms: ``(start, method)`` cells of Table 2 / Table 3 (the report's own column keys); ``("frozen_lake",
@@ -198,7 +198,11 @@ def evaluate(statement: Statement, lookup: Lookup) -> dict:
     except ClaimDataError as err:
         return {"estimate": None, "low": None, "high": None, "n": 0, "verdict": "not available", "why": str(err)}
     mean, low, high = t_interval(list(stats.values()))
-    return {"estimate": mean, "low": low, "high": high, "n": len(stats), "verdict": verdict(mean, low, high),
+    seeded = any(seed is not None for seed in stats)
+    # One seed gives no interval: no verdict either. One shared number (a published table, one benchmark run) is
+    # all there is, and its sign is the verdict.
+    decided = "inconclusive (1 seed)" if seeded and len(stats) < 2 else verdict(mean, low, high)
+    return {"estimate": mean, "low": low, "high": high, "n": len(stats), "verdict": decided,
             "per_seed": {str(k): v for k, v in stats.items()}}
 
 
