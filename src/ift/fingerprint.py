@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import sys
 import tempfile
@@ -61,7 +62,6 @@ def compute(config: dict, workdir: Path) -> tuple[str, dict]:
     model_cfg = OmegaConf.load(REPO_ROOT / "conf" / "model" / "tiny.yaml")
     model = build_tiny_model(model_cfg, tokenizer, int(config["seed"]))
     length, batch_size, steps = int(config["block_length"]), int(config["batch_size"]), int(config["steps"])
-    import json
 
     def blocks(split: str) -> torch.Tensor:
         ids: list[int] = []
@@ -145,12 +145,12 @@ def main(argv: list[str] | None = None) -> int:
         env = {**os.environ, **wanted, REEXEC_MARK: "1"}
         os.execve(sys.executable, [sys.executable, "-m", "ift.fingerprint", *sys.argv[1:]], env)
 
+    import torch
     import yaml
 
     from ift.numerics import describe, mismatches
 
     config = yaml.safe_load(args.config.read_text())
-    import torch
 
     torch.set_num_threads(int(settings.get("threads") or torch.get_num_threads()))
     problems = mismatches(settings)
