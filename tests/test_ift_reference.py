@@ -53,6 +53,24 @@ def _trainer(tmp_path, model, rows, tok, options):
                       ift=options)
 
 
+def _one_sgd_step_gradients(trainer) -> dict[str, torch.Tensor]:
+    """Run the trainer's one optimiser step (plain SGD, lr 1, float64) and read each parameter's gradient as its
+    change."""
+    start = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
+    assert all(p.dtype == torch.float64 for p in start.values())
+    trainer.train()
+    return {name: start[name] - p.detach() for name, p in trainer.model.named_parameters()}
+
+
+def _assert_same_loss_and_gradients(loss, grads, expected_loss, expected_grads, what: str) -> None:
+    torch.testing.assert_close(loss, expected_loss, rtol=RTOL, atol=ATOL,
+                               msg=lambda m: f"IFT loss differs from {what}: {m}")
+    assert grads.keys() == expected_grads.keys()
+    for name in grads:
+        torch.testing.assert_close(grads[name], expected_grads[name], rtol=RTOL, atol=ATOL,
+                                   msg=lambda m, name=name: f"gradient of {name} differs from {what}: {m}")
+
+
 def _reference_step(base, batch, lam: float, gamma: float):
     """The loss of one IFT step written out by hand, and every parameter's gradient (None-free dict)."""
     model = copy.deepcopy(base)
@@ -148,22 +166,14 @@ def test_one_ift_step_matches_a_hand_written_reference(tmp_path, tok, lam, gamma
     # the trainer's loss on the batch (step 0), then its one SGD step (lr 1: the parameter change is the gradient)
     with torch.no_grad():
         loss = trainer.compute_loss(trainer.model, batch)
-    start = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
-    assert all(p.dtype == torch.float64 for p in start.values())
-    trainer.train()
-    grads = {name: start[name] - p.detach() for name, p in trainer.model.named_parameters()}
+    grads = _one_sgd_step_gradients(trainer)
 
     expected_loss, expected_grads, intuition = _reference_step(base, batch, lam, gamma)
     response = batch["labels"] != IGNORE
     assert (intuition[response] != batch["input_ids"][response]).any(), "the intuition must differ from x somewhere"
     assert torch.equal(intuition[~response], batch["input_ids"][~response])
 
-    torch.testing.assert_close(loss, expected_loss, rtol=RTOL, atol=ATOL,
-                               msg=lambda m: f"IFT loss differs from the reference: {m}")
-    assert grads.keys() == expected_grads.keys()
-    for name in grads:
-        torch.testing.assert_close(grads[name], expected_grads[name], rtol=RTOL, atol=ATOL,
-                                   msg=lambda m, name=name: f"gradient of {name} differs from the reference: {m}")
+    _assert_same_loss_and_gradients(loss, grads, expected_loss, expected_grads, "the reference")
     assert float(expected_grads["lm_head.weight"].abs().max()) > 0
     assert float(expected_grads["model.embed_tokens.weight"].abs().max()) == 0  # the input path has no gradient
 
@@ -185,17 +195,10 @@ def test_lambda_zero_gamma_zero_loss_and_gradient_are_the_per_sequence_mean_sft(
     batch = next(iter(trainer.get_train_dataloader()))
     with torch.no_grad():
         loss = trainer.compute_loss(trainer.model, batch)
-    start = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
-    trainer.train()
-    grads = {name: start[name] - p.detach() for name, p in trainer.model.named_parameters()}
+    grads = _one_sgd_step_gradients(trainer)
 
     sft_loss, sft_grads = _per_sequence_mean_sft(base, batch)
-    torch.testing.assert_close(loss, sft_loss, rtol=RTOL, atol=ATOL,
-                               msg=lambda m: f"IFT loss at λ = γ = 0 is not the SFT loss: {m}")
-    assert grads.keys() == sft_grads.keys()
-    for name in grads:
-        torch.testing.assert_close(grads[name], sft_grads[name], rtol=RTOL, atol=ATOL,
-                                   msg=lambda m, name=name: f"gradient of {name} differs from per-sequence-mean SFT: {m}")
+    _assert_same_loss_and_gradients(loss, grads, sft_loss, sft_grads, "per-sequence-mean SFT (λ = γ = 0)")
     # and the hand-written IFT reference reduces to it there
     reference_loss, _, _ = _reference_step(base, batch, 0.0, 0.0)
     torch.testing.assert_close(reference_loss, sft_loss, rtol=RTOL, atol=ATOL)
