@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# `make smoke`: the whole pipeline on the smoke profile (one seed, minimum sizes) in a scratch copy of this
-# checkout, so the committed params.yaml and outputs/ are never touched. Fails unless every table cell is filled and
+# `make smoke`: the whole pipeline on the smoke profile (one seed, one extra chain replicate, minimum sizes) in a
+# scratch copy of this checkout, so the committed params.yaml and outputs/ are never touched. Fails unless every table cell is filled and
 # every claim of the claims table was evaluated.
 # The smoke results land in outputs/smoke/report/ (or <dest>/report/ with `scripts/smoke.sh <dest>`).
 set -euo pipefail
@@ -14,7 +14,7 @@ git init -q && git add -A && git -c user.name=smoke -c user.email=smoke@localhos
 python - <<'PY'
 import yaml
 params = yaml.safe_load(open("params.yaml"))
-params.update(profile="smoke", seeds=[0])
+params.update(profile="smoke", seeds=[0], chains=[1])  # chain 1: base, sft_beta and every cell again, seed 1
 yaml.safe_dump(params, open("params.yaml", "w"), sort_keys=False)
 PY
 export WANDB_DIR="$work/wandb" IFT_ROOT="$work"

@@ -40,8 +40,11 @@ def rerun_by_edit(repo, path: str) -> set[str]:
 
 def test_editing_the_ift_config_reruns_exactly_the_ift_cells_their_evals_and_the_report(repo, grid):
     _, starts, seeds = grid
+    chains = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())["chains"]
     cells = [f"ift-{start}-{seed}" for start in starts for seed in seeds]
-    expected = {f"train@{cell}" for cell in cells} | {f"eval@{cell}" for cell in cells} | {"report"}
+    chain_cells = [f"ift-{start}-{chain}" for start in starts for chain in chains]
+    expected = ({f"train@{cell}" for cell in cells} | {f"eval@{cell}" for cell in cells} | {"report"}
+                | {f"train_chain@{cell}" for cell in chain_cells} | {f"eval_chain@{cell}" for cell in chain_cells})
     assert rerun_by_edit(repo, "conf/method/ift.yaml") == expected
 
 
@@ -54,7 +57,8 @@ def test_editing_the_finetune_recipe_reruns_the_grid_but_not_the_start_points(re
         for dep in stage.deps
         if dep.def_path == "conf/trainer/tiny.yaml" and "finetune" in (getattr(dep, "params", None) or [])
     }
-    assert hit_finetune_only and all(name.startswith(("train@", "train_base_only@")) for name in hit_finetune_only)
+    assert hit_finetune_only and all(name.startswith(("train@", "train_base_only@", "train_chain@",
+                                                      "train_base_only_chain@")) for name in hit_finetune_only)
     assert "world" not in hit and "frozen_lake" not in hit
 
 

@@ -102,11 +102,12 @@ def test_a_grid_that_is_not_a_list_is_refused_naming_the_key(tmp_path, line, key
 def test_a_list_grid_reads_as_before(tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text("profile: tiny\nmethods: [sft, ift]\nstarts: [base, sft_beta]\nseeds: [0, 1, 2]\n")
-    assert load_grid(params) == (["sft", "ift"], ["base", "sft_beta"], [0, 1, 2], "tiny", [])
+    assert load_grid(params) == (["sft", "ift"], ["base", "sft_beta"], [0, 1, 2], "tiny", [], [])
     from conftest import REPO_ROOT
 
-    methods, starts, seeds, _, base_only = load_grid(REPO_ROOT / "params.yaml")
-    assert seeds and all(isinstance(seed, int) for seed in seeds) and base_only == ["dpo"]
+    grid = load_grid(REPO_ROOT / "params.yaml")
+    assert grid.seeds and all(isinstance(seed, int) for seed in grid.seeds) and grid.base_only == ["dpo"]
+    assert grid.chains and 0 in grid.seeds and 0 not in grid.chains
     params.write_text("methods: [sft]\nstarts: [base]\nseeds: [0]\nbase_only_methods: dpo\n")
     with pytest.raises(ValueError, match="base_only_methods must be a list"):
         load_grid(params)

@@ -120,10 +120,13 @@ def test_missing_cells_fail_the_pipeline_but_not_an_exploration(tmp_path):
 
 
 def test_parse_name_rejects_unknown_directories():
-    assert parse_name("ift-sft_beta-s2") == ("sft_beta", "ift", 2)
-    assert parse_name("base") == ("base", None, None)
-    with pytest.raises(ValueError, match="junk"):
-        parse_name("junk")
+    assert parse_name("ift-sft_beta-s2") == ("sft_beta", "ift", 2, 0)
+    assert parse_name("base") == ("base", None, None, 0)
+    assert parse_name("sft_beta-chain2") == ("sft_beta", None, None, 2)
+    assert parse_name("sft_dpo-base-chain1-s1") == ("base", "sft_dpo", 1, 1)
+    for name in ("junk", "base-chain0", "ift-base-chain0-s0", "ift-base-chain-s1"):  # chain 0 has no suffix
+        with pytest.raises(ValueError, match=name):
+            parse_name(name)
 
 
 def test_update_readme_replaces_only_the_results_block(tmp_path):

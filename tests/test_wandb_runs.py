@@ -100,6 +100,9 @@ def test_a_start_points_evaluation_names_the_start_points_run(smoke_root, tmp_pa
     assert trained.tags == ("sft_beta", "seed0", "smoke", "start_point")
     assert trained.config["start.name"] == "sft_beta" and trained.config["method.name"] == "none"
     assert trained.config["dvc_stage"] == "sft_beta"
+    chain = start_point_run(compose(["profile=smoke", "logger=wandb_offline", "seed=2", "+chain=2"], root=smoke_root),
+                            "sft_beta", metrics["parameters"])
+    assert (chain.name, chain.config["dvc_stage"]) == ("sft_beta-chain2", "sft_beta_chain@2") and chain.id != trained.id
 
     spec = eval_run(compose(["profile=smoke", f"model_dir={model_dir}", f"out={tmp_path / 'sft_beta'}"],
                             root=smoke_root))

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ift.paths import start_point_name
+
 # The parts of a training run's saved config.yaml that describe what was trained: an evaluation's W&B config takes
 # them from the run it evaluates (its own Hydra config holds only the defaults there).
 TRAINING_KEYS = ("method", "start", "model", "data", "trainer", "seed", "init_from", "run_name")
@@ -192,7 +194,8 @@ def training_run(cell_cfg, *, part: str | None = None) -> RunSpec:
     unit = str(cell["run_name"])
     name = f"{unit}/{part}" if part else unit
     config = {**flatten(cell), "part": part, "git_commit": git_commit(cell["paths"]["root"]),
-              "dvc_stage": dvc_stage(f"train@{method}-{start}-{seed}")}
+              "dvc_stage": dvc_stage(f"train_chain@{method}-{start}-{cell['chain']}" if cell.get("chain")
+                                     else f"train@{method}-{start}-{seed}")}
     return RunSpec(name=name, id=run_id(profile, name, _cell_identity(cell)), group=group_name(cell["logger"], unit),
                    job_type="train", tags=run_tags(method=method, start=start, seed=seed, profile=profile,
                                                    job_type="train"), config=config)
@@ -209,17 +212,24 @@ def _without(flat: Mapping[str, Any], prefixes: Sequence[str]) -> dict[str, Any]
 
 
 def start_point_run(cfg, stage: str, parameters: int) -> RunSpec:
-    """A start point's training run (job type ``start_point``): ``base`` or ``sft_beta`` of a model with
-    ``parameters`` parameters. The fine-tuning groups of its Hydra config (method, start) are defaults the stage does
-    not read; they are replaced by method.name ``none`` and start.name ``<stage>``."""
+    """A start point's training run (job type ``start_point``): ``stage`` (base | sft_beta) of a model with
+    ``parameters`` parameters, named as its directory (``base``; ``base-chain1`` in chain replicate 1, whose start
+    points are trained with seed 1). The fine-tuning groups of its Hydra config (method, start) are defaults the stage
+    does not read; they are replaced by method.name ``none`` and start.name ``<stage>``."""
     plain = resolved(cfg)
     seed, profile = int(plain["seed"]), str(plain["profile"])
+    name = start_point_name(stage, seed)
     config = {**_without(flatten(plain), ("method", "start")), "method.name": NO_METHOD, "start.name": stage,
-              "git_commit": git_commit(plain["paths"]["root"]), "dvc_stage": dvc_stage(stage)}
-    return RunSpec(name=stage, id=run_id(profile, stage, _start_identity(seed, profile, parameters)),
-                   group=group_name(plain["logger"], stage), job_type="start_point",
+              "git_commit": git_commit(plain["paths"]["root"]), "dvc_stage": dvc_stage(_start_stage(stage, name))}
+    return RunSpec(name=name, id=run_id(profile, name, _start_identity(seed, profile, parameters)),
+                   group=group_name(plain["logger"], name), job_type="start_point",
                    tags=run_tags(method=None, start=stage, seed=seed, profile=profile, job_type="start_point"),
                    config=config)
+
+
+def _start_stage(stage: str, name: str) -> str:
+    """The DVC stage that builds start point ``name``: ``base``, or ``base_chain@<c>`` in chain replicate c."""
+    return stage if name == stage else f"{stage}_chain@{name.rsplit('chain', 1)[1]}"
 
 
 def trained_by(model_dir: str | Path, plain: Mapping) -> dict | None:
@@ -244,8 +254,9 @@ def trained_by(model_dir: str | Path, plain: Mapping) -> dict | None:
         stage = metrics.get("stage")
         if stage in START_POINTS:
             seed, profile = int(metrics["seed"]), str(metrics["profile"])
-            return {"name": stage, "id": run_id(profile, stage, _start_identity(seed, profile, metrics["parameters"])),
-                    "group": group_name(plain["logger"], stage), "unit": stage, "method": None, "start": stage,
+            name = start_point_name(stage, seed)  # chain c's start points are trained with seed c: base-chain1 ...
+            return {"name": name, "id": run_id(profile, name, _start_identity(seed, profile, metrics["parameters"])),
+                    "group": group_name(plain["logger"], name), "unit": name, "method": None, "start": stage,
                     "seed": seed, "config": {"method.name": NO_METHOD, "start.name": stage, "seed": seed,
                                              **flatten({key: plain.get(key) for key in ("model", "data", "trainer")})}}
     return None

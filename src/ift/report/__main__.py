@@ -22,16 +22,19 @@ from ift.report.published import DEFAULT_FILE as DEFAULT_PUBLISHED_FILE
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="report")
 def main(cfg: DictConfig) -> None:
     began = time.time()
-    methods, starts, seeds, params_profile, base_only = load_grid(Path(cfg.params_file))
+    grid = load_grid(Path(cfg.params_file))
     if cfg.profile is None:  # the pipeline's own profile (a Hydra override `profile=` would name the config group)
-        OmegaConf.update(cfg, "profile", params_profile)
+        OmegaConf.update(cfg, "profile", grid.profile)
     with_published = cfg.profile == "paper" if cfg.with_published is None else bool(cfg.with_published)
     published_file = Path(cfg.published_file) if cfg.published_file else DEFAULT_PUBLISHED_FILE
     result = build_report(evals_dir=Path(cfg.paths.evals), runs_dir=Path(cfg.paths.runs),
-                          out_dir=Path(cfg.paths.report), methods=methods, starts=starts, seeds=seeds,
+                          out_dir=Path(cfg.paths.report), methods=grid.methods, starts=grid.starts, seeds=grid.seeds,
                           profile=str(cfg.profile), require_complete=bool(cfg.require_complete),
-                          published_file=published_file if with_published else None, base_only=base_only,
-                          compare_file=published_file, bench_file=Path(cfg.bench_file) if cfg.bench_file else None)
+                          published_file=published_file if with_published else None, base_only=grid.base_only,
+                          compare_file=published_file, bench_file=Path(cfg.bench_file) if cfg.bench_file else None,
+                          chains=grid.chains,
+                          baseline_claims=Path(cfg.baseline_claims) if cfg.baseline_claims else None,
+                          frozen_lake_file=Path(cfg.frozen_lake_file))
     if cfg.update_readme:
         changed = update_readme(Path(cfg.paths.readme), Path(cfg.paths.report))
         print(f"[report] README Results section {'updated' if changed else 'already current'}")

@@ -6,6 +6,7 @@ import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from ift.io import write_json_atomic, write_text_atomic
 from ift.report import plots
@@ -14,6 +15,7 @@ from ift.report.tables import (
     ALPACA_COLUMNS,
     ALPACA_COLUMNS_PAPER,
     LEADERBOARD_COLUMNS,
+    check_chains,
     collect,
     table_rows,
     to_csv,
@@ -50,19 +52,34 @@ def summary_metrics(rows2: Sequence[dict], rows3: Sequence[dict],
     return metrics
 
 
+def spread_note(seeds: Sequence[int], chains: Sequence[int], profile: str) -> str:
+    """What a table's mean ± std is taken over (ift.report.tables.replicates), in words."""
+    if chains:
+        return (f"mean ± std over {1 + len(chains)} whole-chain replicates (chain c: base, sft_beta and the cell "
+                f"trained with seed c; chains {[0, *chains]}; sample std, so it includes the start points' noise); "
+                f"profile={profile}")
+    starts = "the start points are fixed hub checkpoints" if profile == "paper" else "every seed shares one base and sft_beta"
+    return f"mean ± std over fine-tuning seeds {list(seeds)} (sample std; {starts}); profile={profile}"
+
+
 def build_report(*, evals_dir: Path, runs_dir: Path, out_dir: Path, methods: Sequence[str],
                  starts: Sequence[str], seeds: Sequence[int], profile: str, require_complete: bool,
                  published_file: Path | None = None, base_only: Sequence[str] = (),
-                 compare_file: Path | None = None, bench_file: Path | None = None) -> dict:
+                 compare_file: Path | None = None, bench_file: Path | None = None,
+                 chains: Sequence[int] = (), baseline_claims: Path | None = None,
+                 frozen_lake_file: Path | None = None) -> dict:
     """Write every report file; returns {"rows2", "rows3", "alpaca_columns", "missing", "files"}.
 
-    ``base_only``: methods trained from base only (params.yaml base_only_methods). ``published_file`` (the paper
+    ``base_only``: methods trained from base only (params.yaml base_only_methods). ``chains``: the whole-chain
+    replicates besides chain 0 (params.yaml chains): the tables average over them, and variance.* splits each
+    cell's spread into start-point and fine-tuning parts. ``published_file`` (the paper
     profile's default): print the paper's published numbers under our rows. ``compare_file`` (every profile): the
     paper's numbers for paper_deltas.* (each method's change from its start point, ours beside the paper's) and
-    claims.* (the paper's claims tested on our grid, with Frozen Lake's runs from ``out_dir/frozen_lake.json`` and
+    claims.* (the paper's claims tested on our grid, with Frozen Lake's runs from ``frozen_lake_file`` (default
+    ``out_dir/frozen_lake.json``) and
     the cost claim from ``bench_file``, an ift.bench results file).
     """
-    cells, missing = collect(evals_dir, methods, starts, seeds, base_only)
+    cells, finetune_cells, missing = collect(evals_dir, methods, starts, seeds, base_only, chains)
     if missing and require_complete:
         shown = ", ".join(missing[:8]) + (f" ... ({len(missing)} in all)" if len(missing) > 8 else "")
         raise IncompleteResults(f"missing evaluations under {evals_dir}: {shown}")
@@ -78,7 +95,7 @@ def build_report(*, evals_dir: Path, runs_dir: Path, out_dir: Path, methods: Seq
     alpaca_columns = ALPACA_COLUMNS_PAPER if profile == "paper" else ALPACA_COLUMNS
     rows2 = table_rows(cells, methods, starts, TABLE2_COLUMNS, published.get("table2"), base_only)
     rows3 = table_rows(cells, methods, starts, alpaca_columns, published.get("table3"), base_only)
-    seeds_note = f"mean ± std over seeds {list(seeds)} (sample std); profile={profile}"
+    seeds_note = spread_note(seeds, chains, profile)
     files = {}
     for stem, rows, columns, caption in (
         ("table2", rows2, TABLE2_COLUMNS, f"Open LLM Leaderboard analogs (%), {seeds_note}.{published_note}"),
@@ -91,11 +108,17 @@ def build_report(*, evals_dir: Path, runs_dir: Path, out_dir: Path, methods: Seq
     if compare_file is not None:
         files.update(_write_comparison(cells, Path(compare_file), out_dir, methods=methods, starts=starts,
                                        base_only=base_only, profile=profile, seeds_note=seeds_note,
-                                       bench_file=bench_file))
+                                       bench_file=bench_file, chains=chains, baseline_claims=baseline_claims,
+                                       frozen_lake_file=frozen_lake_file))
+    if chains:
+        from ift.report import variance
+
+        split_rows = variance.variance_rows(cells, finetune_cells, methods=methods, starts=starts, base_only=base_only)
+        files.update(variance.write_variance(split_rows, out_dir, chains=chains, seeds=seeds))
     files["summary.json"] = write_json_atomic(out_dir / "summary.json", summary_metrics(rows2, rows3, alpaca_columns))
     plot_dir = out_dir / "plots"
     files["task_bars.png"] = plots.task_bars(rows2, plot_dir / "task_bars.png")
-    runs = plots.run_names(methods, starts, seeds, base_only)  # the grid's cells only: no glob over runs_dir
+    runs = plots.run_names(methods, starts, seeds, base_only, chains)  # the grid's cells only: no glob over runs_dir
     files["training_curves.png"] = plots.training_curves(runs_dir, plot_dir / "training_curves.png", runs)
     files["ift_dynamics.png"] = plots.ift_dynamics(runs_dir, plot_dir / "ift_dynamics.png", runs)
     files["index.md"] = write_text_atomic(out_dir / "index.md", index_markdown(out_dir, missing))
@@ -103,7 +126,8 @@ def build_report(*, evals_dir: Path, runs_dir: Path, out_dir: Path, methods: Seq
 
 
 def _write_comparison(cells, compare_file: Path, out_dir: Path, *, methods, starts, base_only, profile: str,
-                      seeds_note: str, bench_file: Path | None) -> dict[str, Path]:
+                      seeds_note: str, bench_file: Path | None, chains: Sequence[int] = (),
+                      baseline_claims: Path | None = None, frozen_lake_file: Path | None = None) -> dict[str, Path]:
     """paper_deltas.{md,csv} and claims.{md,csv,json}: our grid held against the paper's published numbers."""
     from ift.report import claims, deltas
 
@@ -114,15 +138,25 @@ def _write_comparison(cells, compare_file: Path, out_dir: Path, *, methods, star
     citation = "Hua et al., ACL 2025, arXiv:2405.11870v3, Tables 2-3"
     files = deltas.write_deltas(cells, published, methods=methods, starts=starts, base_only=base_only,
                                 profile=profile, seeds_note=seeds_note, citation=citation, out_dir=out_dir)
-    lake_file = out_dir / "frozen_lake.json"
+    lake_file = Path(frozen_lake_file) if frozen_lake_file is not None else out_dir / "frozen_lake.json"
     lake = json.loads(lake_file.read_text()) if lake_file.exists() else None
     bench = claims.bench_ratios(bench_file) if bench_file is not None else {}
     ours = claims.grid_lookup(cells, lake, bench, lc_column="lc_win_rate" if profile == "paper"
                               else "lc_win_rate_minimal")
     rows = claims.claims_rows(ours, claims.published_lookup(published))
-    note = (f"{claims.SHARED_STARTS}: every seed fine-tunes the same base and sft_beta"
-            if profile != "paper" else "fine-tuning seeds; the start points are fixed hub checkpoints")
+    if chains:
+        note = (f"whole-chain replicates (chains {[0, *chains]}): base, sft_beta and every cell retrained per "
+                "replicate, paired by chain")
+    elif profile != "paper":
+        note = f"{claims.SHARED_STARTS}: every seed fine-tunes the same base and sft_beta"
+    else:
+        note = "fine-tuning seeds; the start points are fixed hub checkpoints"
     files.update(claims.write_claims(rows, out_dir, note))
+    if baseline_claims is not None:
+        baseline = json.loads(Path(baseline_claims).read_text())
+        text = claims.verdict_changes(baseline, rows, f"{Path(baseline_claims).parent.name}/claims.json",
+                                      f"{out_dir.name}/claims.json")
+        files["claims_change.md"] = write_text_atomic(out_dir / "claims_change.md", text)
     return files
 
 
@@ -131,8 +165,9 @@ def index_markdown(out_dir: Path, missing: Sequence[str]) -> str:
     entries = [
         ("Table 2: leaderboard tasks", ["table2.md", "table2.csv", "table2.tex"]),
         ("Table 3: AlpacaEval", ["table3.md", "table3.csv", "table3.tex"]),
-        ("The paper's claims on our grid", ["claims.md", "claims.csv", "claims.json"]),
+        ("The paper's claims on our grid", ["claims.md", "claims.csv", "claims.json", "claims_change.md"]),
         ("Our effects beside the paper's", ["paper_deltas.md", "paper_deltas.csv"]),
+        ("Start-point vs fine-tuning spread", ["variance.md", "variance.csv"]),
         ("Frozen Lake", ["frozen_lake.md", "frozen_lake.csv", "frozen_lake.json"]),
         ("DVC metrics", ["summary.json"]),
         ("Plots", ["plots/task_bars.png", "plots/training_curves.png", "plots/ift_dynamics.png",
@@ -155,7 +190,7 @@ def index_markdown(out_dir: Path, missing: Sequence[str]) -> str:
 def readme_section(report_dir: Path) -> str:
     """The README Results block rendered from the report's tables."""
     parts = [README_START, ""]
-    for name in ("table2.md", "table3.md", "claims.md"):  # paper_deltas.md and frozen_lake.md: linked from README
+    for name in ("table2.md", "table3.md", "variance.md", "claims.md"):  # paper_deltas.md, frozen_lake.md: linked
         path = report_dir / name
         if path.exists():
             parts += [path.read_text().strip(), ""]
@@ -183,8 +218,24 @@ def readme_block(readme: Path) -> str:
     return text[start : text.index(README_END) + len(README_END)]
 
 
-def load_grid(params_file: Path) -> tuple[list[str], list[str], list[int], str, list[str]]:
-    """methods, starts, seeds, profile (tiny when absent) and base_only_methods (none when absent) from the
+class Grid(NamedTuple):
+    """The grid params.yaml asks the pipeline for."""
+
+    methods: list[str]
+    starts: list[str]
+    seeds: list[int]
+    profile: str
+    base_only: list[str]
+    chains: list[int]
+
+
+def _whole_numbers(values, minimum: int) -> bool:
+    return all((isinstance(v, int) and not isinstance(v, bool) and v >= minimum)
+               or (isinstance(v, str) and re.fullmatch(r"0|[1-9][0-9]*", v) and int(v) >= minimum) for v in values)
+
+
+def load_grid(params_file: Path) -> Grid:
+    """methods, starts, seeds, profile (tiny when absent), base_only_methods and chains (none when absent) from the
     pipeline's params.yaml."""
     import yaml
 
@@ -194,17 +245,25 @@ def load_grid(params_file: Path) -> tuple[list[str], list[str], list[int], str, 
     except KeyError as err:
         raise ValueError(f"{params_file} lacks {err}; it needs methods, starts and seeds") from err
     base_only = params.get("base_only_methods") or []
-    for key, value in (("methods", methods), ("starts", starts), ("seeds", seeds), ("base_only_methods", base_only)):
+    chains = params.get("chains") or []
+    for key, value in (("methods", methods), ("starts", starts), ("seeds", seeds), ("base_only_methods", base_only),
+                       ("chains", chains)):
         if not isinstance(value, list):  # list("10") would be seeds [1, 0]
             raise ValueError(f"{params_file}: {key} must be a list, e.g. {key}: [...], got {value!r}")
     for key, values in (("methods", methods), ("starts", starts), ("base_only_methods", base_only)):
         if not all(isinstance(value, str) for value in values):
             raise ValueError(f"{params_file}: {key} must be a list of names, got {values!r}")
-    if not all((isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0)
-               or (isinstance(seed, str) and re.fullmatch(r"0|[1-9][0-9]*", seed)) for seed in seeds):
+    if not _whole_numbers(seeds, 0):
         raise ValueError(f"{params_file}: seeds must be a list of whole numbers >= 0, got {seeds!r}")
-    return (list(methods), list(starts), [int(seed) for seed in seeds], str(params.get("profile", "tiny")),
-            list(base_only))
+    if not _whole_numbers(chains, 1):
+        raise ValueError(f"{params_file}: chains must be a list of whole numbers >= 1 (chain 0 is the base and "
+                         f"sft_beta stages), got {chains!r}")
+    seeds, chains = [int(seed) for seed in seeds], [int(chain) for chain in chains]
+    try:
+        check_chains(seeds, chains)
+    except ValueError as err:
+        raise ValueError(f"{params_file}: {err}") from err
+    return Grid(list(methods), list(starts), seeds, str(params.get("profile", "tiny")), list(base_only), chains)
 
 
 def log_to_wandb(result: dict, logger_cfg, profile: str, cfg=None) -> None:

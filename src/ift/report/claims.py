@@ -2,9 +2,10 @@
 verdict (report/claims.{md,csv,json}).
 
 Every statement has the form ``combine_lhs(terms) − combine_rhs(terms) > 0``, where a term is one cell's column
-(or the mean of several columns) and the combines are min / max / the single term. Per seed s the statistic is
-computed from the cells of seed s (start points, shared by every seed, enter as the same number each time); the
-interval is Student's t over those per-seed statistics (90%, n − 1 degrees of freedom). Verdict: *supported* when
+(or the mean of several columns) and the combines are min / max / the single term. Per replicate the statistic is
+computed from that replicate's cells: whole-chain replicate c (its own start points and cells) when the grid has
+chains, else fine-tuning seed s (start points, shared by every seed, enter as the same number each time); the
+interval is Student's t over those per-replicate statistics (90%, n − 1 degrees of freedom). Verdict: *supported* when
 the interval lies above 0, *contradicted* when below, *inconclusive* when it contains 0 or rests on one seed. With one
 number per cell (the paper's published tables, or a single benchmark run) there is no interval, and the verdict is
 the estimate's sign. The same code reads the paper's published numbers, so each statement also gets the paper's own value:
@@ -291,7 +292,8 @@ def _interval(entry: Mapping) -> str:
 def claims_markdown(rows: Sequence[dict], interval_note: str) -> str:
     lines = [
         f"Claims of the paper (Hua et al., ACL 2025, arXiv:2405.11870v3, Tables 2-3, Section 5.3), each as a statement "
-        f"about our grid. Ours: mean over seeds of the per-seed statistic, [{LEVEL:.0%} t interval] over seeds "
+        f"about our grid. Ours: mean over replicates of the per-replicate statistic, [{LEVEL:.0%} t interval] over "
+        "replicates "
         f"({interval_note}); verdict: supported (interval above 0) / contradicted (below) / inconclusive "
         "(contains 0). Paper: the same statistic on its published numbers (one number per cell, so no interval).",
         "",
@@ -336,3 +338,28 @@ def write_claims(rows: Sequence[dict], out_dir: Path, interval_note: str) -> dic
         "claims.json": write_json_atomic(out_dir / "claims.json", {"level": LEVEL, "interval": interval_note,
                                                                    "claims": list(rows)}),
     }
+
+
+def _estimate(entry: Mapping) -> str:
+    if entry.get("estimate") is None:
+        return "–"
+    low, high = entry.get("low"), entry.get("high")
+    interval = "" if low is None else f" [{low:+.2f}, {high:+.2f}]"
+    return f"{entry['estimate']:+.2f}{interval}"
+
+
+def verdict_changes(baseline: Mapping, rows: Sequence[Mapping], baseline_name: str, name: str) -> str:
+    """Markdown: each claim's verdict on our grid under ``baseline`` (a claims.json) and under ``rows``."""
+    before = {row["claim"]: row for row in baseline["claims"]}
+    lines = [f"How each claim's verdict on our grid changes from {baseline_name} to {name} (estimate [90% t "
+             "interval] over replicates; the paper's own verdict for reference).", "",
+             f"| claim | paper's claim | {baseline_name} | {name} | changed | paper |", "|---|---|---|---|---|---|"]
+    for row in rows:
+        old = before.get(row["claim"])
+        if old is None:
+            raise ClaimDataError(f"claim {row['claim']} is not in the baseline claims file")
+        was, now = old["ours"]["verdict"], row["ours"]["verdict"]
+        lines.append(f"| {row['claim']} | {row['paper_claim']} | {was}: {_estimate(old['ours'])} | "
+                     f"{now}: {_estimate(row['ours'])} | {'**yes**' if was != now else 'no'} | "
+                     f"{row['paper']['verdict']} |")
+    return "\n".join(lines) + "\n"

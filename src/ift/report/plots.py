@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ift.io import write_png_atomic
-from ift.report.tables import LEADERBOARD_COLUMNS, METHOD_TITLES, START_TITLES, methods_at
+from ift.report.tables import LEADERBOARD_COLUMNS, METHOD_TITLES, START_TITLES, eval_name, methods_at
 
 
 def _pyplot():
@@ -45,11 +45,11 @@ def task_bars(rows: list[dict], path: Path) -> Path:
 
 
 def run_names(methods: Sequence[str], starts: Sequence[str], seeds: Sequence[int],
-              base_only: Sequence[str] = ()) -> list[str]:
-    """The grid's run directories, ``<method>-<start>-s<seed>``, in the tables' order (``base_only`` methods from
-    base only)."""
-    return [f"{method}-{start}-s{seed}" for start in starts for method in methods_at(start, methods, base_only)
-            for seed in seeds]
+              base_only: Sequence[str] = (), chains: Sequence[int] = ()) -> list[str]:
+    """The grid's run directories in the tables' order (``base_only`` methods from base only): chain 0's
+    ``<method>-<start>-s<seed>``, then each chain's ``<method>-<start>-chain<c>-s<c>``."""
+    return [eval_name(start, method, seed, chain) for start in starts for method in methods_at(start, methods, base_only)
+            for chain, seed in [*((0, seed) for seed in seeds), *((chain, chain) for chain in chains)]]
 
 
 def _histories(runs_dir: Path, names: Sequence[str]) -> dict[str, list[dict]]:

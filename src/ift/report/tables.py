@@ -1,8 +1,15 @@
 """The paper's Table 2 (leaderboard tasks) and Table 3 (AlpacaEval) from evaluation results, mean ± std over seeds.
 
 Inputs are the evaluation directories written by ``python -m ift.evaluate``: ``<evals>/<name>/leaderboard.json``
-and ``<evals>/<name>/alpaca.json``, where ``name`` is a start point (``base``, ``sft_beta``) or a trained cell
-(``<method>-<start>-s<seed>``). Everything here is pure (dicts in, rows and strings out) so it is testable.
+and ``<evals>/<name>/alpaca.json``, where ``name`` is a start point (``base``, ``sft_beta``; ``base-chain1`` in
+whole-chain replicate 1) or a trained cell (``<method>-<start>-s<seed>``; ``<method>-<start>-chain<c>-s<c>``).
+Everything here is pure (dicts in, rows and strings out) so it is testable.
+
+What a table's mean ± std is taken over (params.yaml): with ``chains`` (the tiny and smoke profiles), over the
+whole-chain replicates: chain 0 (``base``, ``sft_beta`` and each cell's seed 0) and every chain c (start points
+and cell retrained with seed c), so the spread includes the start points' own noise; chain 0's other ``seeds``
+feed the variance split (ift.report.variance). Without chains (the paper profile's fixed hub start points), over
+the fine-tuning ``seeds``.
 """
 
 from __future__ import annotations
@@ -13,6 +20,8 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ift.paths import start_point_name
 
 # Table 2's columns, in the paper's order: (key in leaderboard.json, column title).
 LEADERBOARD_COLUMNS = (
@@ -33,7 +42,8 @@ METHOD_TITLES = {"sft": "+ SFT", "dpo": "+ DPO", "sft_dpo": "+ SFT + DPO", "orpo
 # model (its "+ DPO" is DPO directly on base); we keep the cell because it is the sequential recipe's base analog.
 NOT_IN_PAPER = {("base", "sft_dpo"): "not in the paper"}
 START_TITLES = {"base": "base (Mistral-7B analog)", "sft_beta": "sft_beta (Mistral-7B-sft-beta analog)"}
-CELL_NAME = re.compile(r"^(?P<method>[a-z_]+)-(?P<start>base|sft_beta)-s(?P<seed>\d+)$")
+CELL_NAME = re.compile(r"^(?P<method>[a-z_]+)-(?P<start>base|sft_beta)(?:-chain(?P<chain>[1-9]\d*))?-s(?P<seed>\d+)$")
+START_NAME = re.compile(r"^(?P<start>base|sft_beta)(?:-chain(?P<chain>[1-9]\d*))?$")
 
 
 @dataclass
@@ -76,14 +86,35 @@ def methods_at(start: str, methods: Sequence[str], base_only: Sequence[str] = ()
     return sorted(chosen, key=lambda m: order.index(m) if m in order else len(order))
 
 
-def parse_name(name: str) -> tuple[str, str | None, int | None]:
-    """(start, method, seed) of an evaluation directory name; start points have method/seed None."""
-    if name in START_TITLES:
-        return name, None, None
+def parse_name(name: str) -> tuple[str, str | None, int | None, int]:
+    """(start, method, seed, chain) of an evaluation directory name; start points have method/seed None."""
+    match = START_NAME.match(name)
+    if match:
+        return match["start"], None, None, int(match["chain"] or 0)
     match = CELL_NAME.match(name)
     if not match:
-        raise ValueError(f"evaluation directory {name!r} is neither a start point nor <method>-<start>-s<seed>")
-    return match["start"], match["method"], int(match["seed"])
+        raise ValueError(f"evaluation directory {name!r} is neither a start point (<start>[-chain<c>]) nor a cell "
+                         "(<method>-<start>[-chain<c>]-s<seed>)")
+    return match["start"], match["method"], int(match["seed"]), int(match["chain"] or 0)
+
+
+def eval_name(start: str, method: str | None, seed: int | None, chain: int = 0) -> str:
+    """The evaluation (and run) directory name of a start point (method None) or a cell, in chain ``chain``."""
+    point = start_point_name(start, chain)
+    return point if method is None else f"{method}-{point}-s{seed}"
+
+
+def replicates(method: str | None, seeds: Sequence[int], chains: Sequence[int]) -> list[tuple[int, int | None, int | None]]:
+    """(chain, seed, key) of the runs a table row averages over; ``key`` pairs them across rows (claims, deltas).
+
+    With chains: chain 0's seed 0 and chain c's seed c, keyed by chain (a start point row: each chain's start point).
+    Without: each fine-tuning seed, keyed by seed (a start point row: its one evaluation, key None, which pairs
+    with every seed)."""
+    if chains:
+        return [(chain, None if method is None else chain, chain) for chain in (0, *chains)]
+    if method is None:
+        return [(0, None, None)]
+    return [(0, seed, seed) for seed in seeds]
 
 
 def leaderboard_row_values(result: Mapping) -> dict[str, float]:
@@ -107,34 +138,62 @@ def _read_result(path: Path, reader) -> dict:
                               "evaluation") from err
 
 
-def collect(evals_dir: Path, methods: Iterable[str], starts: Iterable[str], seeds: Iterable[int],
-            base_only: Iterable[str] = ()):
-    """Read every expected evaluation; returns (cells keyed by (start, method)), missing names).
+def check_chains(seeds: Sequence[int], chains: Sequence[int]) -> None:
+    """Chains are whole numbers >= 1 without repeats, and chain 0's replicate is its seed-0 cell, so seeds holds 0."""
+    if any(not isinstance(c, int) or isinstance(c, bool) or c < 1 for c in chains) or len(set(chains)) != len(chains):
+        raise ValueError(f"chains must be distinct whole numbers >= 1 (chain 0 is the base/sft_beta stages), "
+                         f"got {list(chains)!r}")
+    if chains and 0 not in seeds:
+        raise ValueError(f"chains {list(chains)} need seed 0 in seeds {list(seeds)}: chain 0's replicate of a cell "
+                         "is its seed-0 run")
 
-    Missing are absent result files (``<name>/leaderboard.json``) and Table 2 tasks absent from a present
-    leaderboard.json (``<name>/leaderboard.json: task gsm8k``): tabulated anyway, that cell would hold fewer seeds
-    than the others and still look complete. A result file that is not valid JSON raises ResultFileError naming it.
+
+def collect(evals_dir: Path, methods: Iterable[str], starts: Iterable[str], seeds: Iterable[int],
+            base_only: Iterable[str] = (), chains: Iterable[int] = ()):
+    """Read every expected evaluation; returns (cells, finetune_cells, missing names).
+
+    ``cells`` ((start, method) -> Cell): the runs each table row averages over (``replicates``). ``finetune_cells``
+    (same keys, cells only): chain 0's fine-tuning seeds, keyed by seed, for the variance split; empty without
+    chains (then they are ``cells``). Missing are absent result files (``<name>/leaderboard.json``) and Table 2
+    tasks absent from a present leaderboard.json (``<name>/leaderboard.json: task gsm8k``): tabulated anyway, that
+    cell would hold fewer seeds than the others and still look complete. A result file that is not valid JSON raises
+    ResultFileError naming it.
     """
-    methods, starts, seeds, base_only = list(methods), list(starts), list(seeds), list(base_only)
+    methods, starts, seeds, base_only, chains = list(methods), list(starts), list(seeds), list(base_only), list(chains)
+    check_chains(seeds, chains)
     cells: dict[tuple[str, str | None], Cell] = {}
+    finetune_cells: dict[tuple[str, str | None], Cell] = {}
     missing: list[str] = []
-    names = [(start, None, None) for start in starts]
-    names += [(start, method, seed) for start in starts for method in methods_at(start, methods, base_only)
-              for seed in seeds]
-    for start, method, seed in names:
-        name = start if method is None else f"{method}-{start}-s{seed}"
-        cell = cells.setdefault((start, method), Cell(start=start, method=method))
-        for filename, reader in (("leaderboard.json", leaderboard_row_values), ("alpaca.json", _alpaca_values)):
-            path = evals_dir / name / filename
-            if not path.exists():
-                missing.append(f"{name}/{filename}")
-                continue
-            values = _read_result(path, reader)
-            if filename == "leaderboard.json":
-                missing += [f"{name}/{filename}: task {key}" for key, _ in LEADERBOARD_COLUMNS if key not in values]
-            for column, value in values.items():
-                cell.add(column, value, seed)
-    return cells, missing
+    read: dict[str, dict[str, float] | None] = {}
+
+    def values_of(name: str) -> dict[str, float]:
+        if name not in read:
+            values: dict[str, float] = {}
+            for filename, reader in (("leaderboard.json", leaderboard_row_values), ("alpaca.json", _alpaca_values)):
+                path = evals_dir / name / filename
+                if not path.exists():
+                    missing.append(f"{name}/{filename}")
+                    continue
+                found = _read_result(path, reader)
+                if filename == "leaderboard.json":
+                    missing.extend(f"{name}/{filename}: task {key}" for key, _ in LEADERBOARD_COLUMNS
+                                   if key not in found)
+                values.update(found)
+            read[name] = values
+        return read[name]
+
+    for start in starts:
+        for method in [None, *methods_at(start, methods, base_only)]:
+            cell = cells.setdefault((start, method), Cell(start=start, method=method))
+            for chain, seed, key in replicates(method, seeds, chains):
+                for column, value in values_of(eval_name(start, method, seed, chain)).items():
+                    cell.add(column, value, key)
+            if chains and method is not None:
+                finetune = finetune_cells.setdefault((start, method), Cell(start=start, method=method))
+                for seed in seeds:
+                    for column, value in values_of(eval_name(start, method, seed)).items():
+                        finetune.add(column, value, seed)
+    return cells, finetune_cells, missing
 
 
 def _alpaca_values(result: Mapping) -> dict[str, float | None]:

@@ -1,9 +1,7 @@
 """DVC stage `sft_beta`: ``python -m ift.train.sft_beta [profile=...]`` — SFT base on the chat set, measure both."""
 
-from pathlib import Path
-
 from ift.io import write_json_atomic
-from ift.train.start_points import run, train_and_save
+from ift.train.start_points import run, start_point_dir, train_and_save
 
 
 def build_sft_beta(cfg) -> dict:
@@ -12,12 +10,13 @@ def build_sft_beta(cfg) -> dict:
     from ift.train.checkpoints import load_causal_lm
     from ift.train.quality import measure_start_points
 
-    base_dir = Path(cfg.paths.models) / "base"
-    model, tokenizer = load_causal_lm(base_dir, what="base start point", hint="run `dvc repro base` first")
+    base_dir = start_point_dir(cfg, "base")  # this chain's base
+    model, tokenizer = load_causal_lm(base_dir, what="base start point",
+                                      hint=f"run `dvc repro {'base' if base_dir.name == 'base' else 'base_chain'}` first")
     dataset, skips = load_chat_for_sft(cfg.data, tokenizer=tokenizer, seed=int(cfg.seed))
     metrics = train_and_save(cfg, stage="sft_beta", model=model, tokenizer=tokenizer, dataset=dataset,
                               recipe=cfg.trainer.sft_beta, sft_kwargs=dict(completion_only_loss=True))
-    out_dir = Path(cfg.paths.models) / "sft_beta"
+    out_dir = start_point_dir(cfg, "sft_beta")
     write_json_atomic(out_dir / "data_skips.json", skips.to_dict())
     quality = measure_start_points(cfg, base_dir=base_dir, sft_beta_dir=out_dir)
     write_json_atomic(out_dir / "quality.json", quality)

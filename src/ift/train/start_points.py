@@ -18,6 +18,36 @@ import ift  # noqa: F401  (offline defaults before any HF import)
 from ift.io import write_json_atomic
 
 
+class ChainConfigError(ValueError):
+    """A start-point stage asked for an impossible chain replicate (docs/reproducibility.md)."""
+
+
+def chain_of(cfg) -> int:
+    """The whole-chain replicate a stage works in (``+chain=c``; absent: 0)."""
+    from omegaconf import OmegaConf
+
+    return int(OmegaConf.select(cfg, "chain", default=0))
+
+
+def check_chain(cfg, stage: str) -> int:
+    """Chain c's start points are trained with seed c, and only the tiny/smoke profiles train start points."""
+    chain = chain_of(cfg)
+    if chain < 0:
+        raise ChainConfigError(f"[{stage}] chain={chain}: a chain replicate is a whole number >= 0")
+    if cfg.profile == "paper" and chain != 0:
+        raise ChainConfigError(f"[{stage}] chain={chain} with profile=paper: the paper's start points are fixed hub "
+                               "checkpoints, so there is no other chain to train (set chains: [] in params.yaml)")
+    if int(cfg.seed) != chain:
+        raise ChainConfigError(f"[{stage}] seed={cfg.seed} with chain={chain}: chain c's start points are trained "
+                               f"with seed c; pass seed={chain} +chain={chain}")
+    return chain
+
+
+def start_point_dir(cfg, stage: str) -> Path:
+    """Where ``stage`` (base | sft_beta) of this config's chain lives: conf/profile's start_checkpoints."""
+    return Path(str(cfg.start_checkpoints[stage]))
+
+
 def record_hub_start_point(cfg, stage: str) -> None:
     out = Path(cfg.paths.models) / stage
     write_json_atomic(out / "hub.json", {"hub_id": str(cfg.start_checkpoints[stage]), "profile": cfg.profile})
@@ -62,12 +92,13 @@ def train_and_save(cfg, *, stage: str, model, tokenizer, dataset, recipe, sft_kw
     from ift.train.checkpoints import save_checkpoint
     from ift.train.recipe import training_kwargs
 
-    out_dir = Path(cfg.paths.models) / stage
-    work_dir = Path(cfg.paths.outputs) / "work" / stage
+    out_dir = start_point_dir(cfg, stage)
+    name = out_dir.name  # base, sft_beta; base-chain1 ... in chain replicates
+    work_dir = Path(cfg.paths.outputs) / "work" / name
     report_to = configure_tracking(cfg.logger)
     set_seed(int(cfg.seed))
     args = SFTConfig(
-        **training_kwargs(cfg.trainer, recipe, output_dir=work_dir, seed=int(cfg.seed), run_name=stage,
+        **training_kwargs(cfg.trainer, recipe, output_dir=work_dir, seed=int(cfg.seed), run_name=name,
                           report_to=report_to),
         max_length=int(recipe.max_length),
         **sft_kwargs,
@@ -110,13 +141,14 @@ def run(stage: str, build) -> None:
 
     @hydra.main(version_base=None, config_path=CONF_DIR, config_name="config")
     def _app(cfg) -> None:
+        check_chain(cfg, stage)
         if cfg.profile == "paper":
             record_hub_start_point(cfg, stage)
             return
         began = time.time()
         metrics = build(cfg)
         loss = metrics["final_train_loss"]
-        print(f"[{stage}] {stage} done in {time.time() - began:.1f} s: {metrics['steps']} steps, final loss "
+        print(f"[{stage}] {start_point_dir(cfg, stage).name} done in {time.time() - began:.1f} s: {metrics['steps']} steps, final loss "
               f"{'n/a' if loss is None else f'{loss:.4f}'}")
 
     _app()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from omegaconf import OmegaConf
+
 from ift.train.checkpoints import CheckpointError, check_checkpoint_dir, is_hub_id
 
 METHODS = ("sft", "dpo", "orpo", "ift", "sft_dpo")
@@ -94,6 +96,16 @@ def _check_seed(seed) -> None:
     _require(seed >= 0, f"seed must be >= 0, got {seed}")
 
 
+def _check_chain(cfg) -> None:
+    """``+chain=c`` (absent: 0) picks chain replicate c's start points; the paper profile has only the hub's."""
+    chain = OmegaConf.select(cfg, "chain", default=0)
+    _require(isinstance(chain, int) and not isinstance(chain, bool) and chain >= 0,
+             f"chain must be a whole number >= 0, got {chain!r}")
+    _require(chain == 0 or cfg.get("profile") != "paper",
+             f"chain={chain} with profile=paper: the paper's start points are fixed hub checkpoints, so there is no "
+             "other chain to start from (set chains: [] in params.yaml)")
+
+
 def validate_train_config(cfg) -> None:
     """Raise ConfigError for unknown method/start/profile, out-of-range values or a missing start checkpoint."""
     _require(cfg.get("profile") in PROFILES, f"profile={cfg.get('profile')!r} is unknown; choose {PROFILES}")
@@ -101,6 +113,7 @@ def validate_train_config(cfg) -> None:
     start = cfg.start.get("name")
     _require(start in STARTS, f"start={start!r} is unknown; choose one of {', '.join(STARTS)}")
     _check_seed(cfg.get("seed"))
+    _check_chain(cfg)
     _check_recipe(cfg.trainer.finetune, int(cfg.trainer.get("logging_steps", 10)))
     run_name = str(cfg.run_name)
     _require(run_name and "/" not in run_name and run_name not in (".", ".."),
@@ -108,5 +121,6 @@ def validate_train_config(cfg) -> None:
     if cfg.get("init_from"):
         _check_checkpoint_ref(str(cfg.init_from), "init_from", cfg.profile, "the SFT run must finish first")
     else:
+        chain = int(OmegaConf.select(cfg, "chain", default=0))
         _check_checkpoint_ref(str(cfg.start.checkpoint), f"start.checkpoint (start={start})", cfg.profile,
-                              f"run `dvc repro {start}` first")
+                              f"run `dvc repro {start if chain == 0 else f'{start}_chain@{chain}'}` first")
