@@ -77,6 +77,17 @@ def hub_rows(repo_dir: Path, split: str) -> list[dict]:
     return read_jsonl(repo_dir / SHARD.format(split=split))
 
 
+SCHEMA_KEYS = {
+    CHAT: ("prompt", "prompt_id", "messages"),
+    PREFERENCE: ("prompt", "prompt_id", "chosen", "rejected", "score_chosen", "score_rejected"),
+}
+
+
+def schema_fields(row: dict, schema: str) -> dict:
+    """What load_examples gives back for a valid row of a plain JSON file: the schema's keys, as written."""
+    return {key: row[key] for key in SCHEMA_KEYS[schema]}
+
+
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     """Keeps the datasets cache of the tests out of the user's ~/.cache."""
@@ -402,7 +413,7 @@ def test_skip_mode_counts_and_drops_every_bad_row(name, cache_dir, caplog):
         kept, report = load_examples(
             DataSource(str(path), "train"), schema, validation=fixture_validation(), cache_dir=cache_dir
         )
-    assert kept.to_list() == [row for index, row in enumerate(rows) if index not in bad]
+    assert kept.to_list() == [schema_fields(row, schema) for index, row in enumerate(rows) if index not in bad]
     assert report.skipped == {kind: len(bad)} and report.first_rows == {kind: sorted(bad)}
     assert (report.rows_read, report.rows_kept) == (len(rows), len(rows) - len(bad))
     assert report.to_dict()["rows_skipped"] == len(bad)
@@ -667,9 +678,9 @@ def test_random_rows_through_a_jsonl_file_never_leak_a_bad_row(batch, tmp_path_f
 
 def test_int_and_float_scores_around_a_malformed_row_still_load(tmp_path, caplog):
     """Found by the property above: datasets' JSON reader fails on this file ("Unable to merge: Field
-    score_rejected has incompatible types: int64 vs double"); the rows are read one by one instead, the valid two
-    kept, the malformed one skipped, and the fallback is logged."""
-    pair = {"prompt": "p", "prompt_id": "1", "score_chosen": 1.5, "score_rejected": 3,
+    score_rejected has incompatible types: int64 vs double"). Training reads it with the json module (the valid
+    two kept, the malformed one skipped); datasets' unvalidated view falls back to that reader and logs it."""
+    pair = {"prompt": "p", "prompt_id": "1", "score_chosen": 3.5, "score_rejected": 3,
             "chosen": [{"role": "user", "content": "p"}, {"role": "assistant", "content": "a"}],
             "rejected": [{"role": "user", "content": "p"}, {"role": "assistant", "content": "b"}]}
     path = tmp_path / "rows.jsonl"
@@ -678,9 +689,10 @@ def test_int_and_float_scores_around_a_malformed_row_still_load(tmp_path, caplog
     kept, report = load_examples(DataSource(str(path), "train"), PREFERENCE,
                                  validation=Validation(max_skip_fraction=1.0), cache_dir=str(tmp_path / "cache"))
     assert [row["score_rejected"] for row in kept.to_list()] == [3.0, 2.5] and report.rows_skipped == 1
+    assert len(load_split(DataSource(str(path), "train"), str(tmp_path / "cache"))) == 3
     assert any("read the rows with json.loads instead" in record.getMessage() for record in caplog.records)
-    path.write_text('{"prompt": "p"\n')  # not JSON at all: still the loader's clear error
-    with pytest.raises(DataError, match="could not load .*rows.jsonl"):
+    path.write_text('{"prompt": "p"\n')  # not JSON at all: still the loader's clear error, naming the line
+    with pytest.raises(DataError, match="could not load .*rows.jsonl.*line 1 is not valid JSON"):
         load_examples(DataSource(str(path), "train"), PREFERENCE, cache_dir=str(tmp_path / "cache2"))
 
 

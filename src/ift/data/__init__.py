@@ -1,7 +1,7 @@
 """Data layer: hub-schema rows in, validated TRL conversational datasets out.
 
-Read top-down: :mod:`~ift.data.source` loads a split (hub id, hub-like dir or JSONL file) through
-``datasets.load_dataset`` and draws seeded subsets; :mod:`~ift.data.validate` checks each row of the
+Read top-down: :mod:`~ift.data.source` loads a split (hub id or hub-like dir through
+``datasets.load_dataset``, a JSONL file row by row as written) and draws seeded subsets; :mod:`~ift.data.validate` checks each row of the
 UltraChat-200k / UltraFeedback-binarized schemas and skips or raises; :mod:`~ift.data.format` turns rows
 into TRL prompt/completion or preference rows; :mod:`~ift.data.recipe` says which rows each
 (method, start point) of the paper trains on.
@@ -21,7 +21,7 @@ from ift.data.recipe import (
     load_chat_for_sft,
     training_data,
 )
-from ift.data.source import DataSource, load_examples, load_source, load_split, seeded_order
+from ift.data.source import DataSource, load_examples, load_source, load_split, read_json_rows, seeded_order
 from ift.data.validate import CHAT, DEFECT_KINDS, PREFERENCE, SkipReport, Validation, select_valid
 
 __all__ = [
@@ -46,6 +46,7 @@ __all__ = [
     "load_source",
     "load_split",
     "plain_messages",
+    "read_json_rows",
     "seeded_order",
     "select_valid",
     "to_preference",
