@@ -60,9 +60,11 @@ MALFORMED_FILES = {
     "chat_unknown_role.jsonl": (CHAT, "unknown_role", {2: "messages[1].role"}),
     "chat_role_order.jsonl": (CHAT, "role_order", {1: "messages[1].role", 3: "messages[2].role"}),
     "chat_empty_answer.jsonl": (CHAT, "empty_answer", {1: "messages[1].content"}),
+    "chat_empty_turn.jsonl": (CHAT, "empty_turn", {1: "messages[1].content", 3: "messages[0].content"}),
     "chat_prompt_too_long.jsonl": (CHAT, "prompt_too_long", {2: "messages"}),
     "prefs_prompt_mismatch.jsonl": (PREFERENCE, "prompt_mismatch", {1: "rejected[0]"}),
     "prefs_bad_score.jsonl": (PREFERENCE, "bad_score", {1: "score_chosen", 3: "score_rejected"}),
+    "prefs_inverted_preference.jsonl": (PREFERENCE, "inverted_preference", {1: "score_chosen", 3: "score_chosen"}),
 }
 
 
@@ -140,7 +142,8 @@ def reference_valid_conversation(messages) -> bool:
     turns = roles[1:] if roles[:1] == ["system"] else roles
     if len(turns) < 2 or turns != ["user", "assistant"] * (len(turns) // 2) or len(turns) % 2:
         return False
-    return messages[-1]["content"].strip() != ""
+    # every user and assistant turn has text (a blank system message is allowed)
+    return all(message["content"].strip() for message in messages if message["role"] != "system")
 
 
 def reference_valid(row, schema: str, token_limit: int | None = None) -> bool:
@@ -160,6 +163,8 @@ def reference_valid(row, schema: str, token_limit: int | None = None) -> bool:
             score = row.get(key)
             if type(score) not in (int, float) or not math.isfinite(score):
                 return False
+        if row["score_chosen"] < row["score_rejected"]:
+            return False
     return token_limit is None or reference_token_count(answers[:-1]) <= token_limit
 
 
@@ -525,7 +530,7 @@ MUTATIONS = (
 @st.composite
 def valid_conversations(draw) -> list[dict]:
     system = draw(st.lists(st.builds(lambda c: {"role": "system", "content": c}, TEXT), max_size=1))
-    turns = draw(st.lists(st.tuples(TEXT, TEXT.filter(str.strip)), min_size=1, max_size=3))
+    turns = draw(st.lists(st.tuples(TEXT.filter(str.strip), TEXT.filter(str.strip)), min_size=1, max_size=3))
     return system + [
         m for q, a in turns for m in ({"role": "user", "content": q}, {"role": "assistant", "content": a})
     ]
@@ -539,12 +544,13 @@ def valid_rows(draw, schema: str) -> dict:
         return {**row, "messages": answers}
     rejected = answers[:-1] + [{"role": "assistant", "content": draw(TEXT.filter(str.strip))}]
     scores = st.one_of(st.floats(0, 10), st.integers(0, 10))
+    low, high = sorted([draw(scores), draw(scores)])  # the mutation "score" may still invert them
     return {
         **row,
         "chosen": answers,
         "rejected": rejected,
-        "score_chosen": draw(scores),
-        "score_rejected": draw(scores),
+        "score_chosen": high,
+        "score_rejected": low,
     }
 
 
@@ -558,7 +564,7 @@ def mutate(draw, row: dict, schema: str):
         return {k: v for k, v in row.items() if k != key} if kind == "delete" else {**row, key: draw(JUNK)}
     if kind == "score":
         key = draw(st.sampled_from(["score_chosen", "score_rejected"]))
-        return {**row, key: draw(JUNK | st.sampled_from(["8/10", float("nan"), float("inf"), True]))}
+        return {**row, key: draw(JUNK | st.sampled_from(["8/10", float("nan"), float("inf"), True, -1.0, 11]))}
     key = draw(st.sampled_from(["messages"] if schema == CHAT else ["chosen", "rejected"]))
     messages = row.get(key)
     if not isinstance(messages, list) or not messages:

@@ -2,6 +2,7 @@
 
 1. A JSONL file whose rows mix value types: datasets typed the column as JSON and turned valid string answers
    ("4", '"Canberra"', "null", ...) into other values before validation saw them.
+4. Empty turns and inverted preferences were accepted.
 
 References are independent of the code under test: expected rows are the ones written to the file.
 """
@@ -16,11 +17,13 @@ import pytest
 
 from ift.data import (
     CHAT,
+    PREFERENCE,
     DataConfig,
     DataError,
     DataSource,
     Validation,
     load_examples,
+    select_valid,
     training_data,
 )
 
@@ -104,3 +107,38 @@ def test_a_line_that_is_not_json_is_named_by_file_and_line(tmp_path):
     path.write_text(json.dumps(chat_row("one", "a")) + "\n\n{broken\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"chat\.jsonl \[split train\]: line 3 is not valid JSON"):
         load_examples(DataSource(str(path), "train"), CHAT)
+
+
+# ---------------------------------------------------------------- 4. empty turns, inverted preferences
+
+
+def test_empty_turns_are_skipped_and_counted_a_blank_system_message_is_kept():
+    answer = {"role": "assistant", "content": "At noon."}
+    rows = [
+        {"prompt": "q", "prompt_id": "0", "messages": [{"role": "user", "content": "Who rings the bell?"},
+                                                       {"role": "assistant", "content": ""},
+                                                       {"role": "user", "content": "When?"}, answer]},
+        {"prompt": "", "prompt_id": "1", "messages": [{"role": "user", "content": " \n"}, answer]},
+        {"prompt": "q", "prompt_id": "2", "messages": [{"role": "system", "content": ""},
+                                                       {"role": "user", "content": "When?"}, answer]},
+        {"prompt": "q", "prompt_id": "3", "messages": [{"role": "user", "content": "When?"}, answer]},
+    ]
+    kept, report = select_valid(enumerate(rows), CHAT, "mem", Validation())
+    assert kept == [2, 3]
+    assert report.skipped == {"empty_turn": 2} and report.first_rows == {"empty_turn": [0, 1]}
+    assert "mem row 0: field messages[1].content: the assistant turn is empty or blank" in report.first_errors[
+        "empty_turn"]
+    with pytest.raises(DataError, match=r"mem row 1: field messages\[0\]\.content: the user turn is empty") as caught:
+        select_valid([(1, rows[1])], CHAT, "mem", Validation(on_error="raise"))
+    assert (caught.value.kind, caught.value.row) == ("empty_turn", 1)
+
+
+def test_an_inverted_preference_is_skipped_and_counted_a_tie_is_kept():
+    rows = [pref_row("a", "good", "bad", 8.0, 2.0), pref_row("b", "good", "bad", 3, 7.5),
+            pref_row("c", "good", "bad", 5.0, 5.0), pref_row("d", "good", "bad", 1.0, 1.5)]
+    kept, report = select_valid(enumerate(rows), PREFERENCE, "mem", Validation())
+    assert kept == [0, 2]
+    assert report.skipped == {"inverted_preference": 2} and report.first_rows == {"inverted_preference": [1, 3]}
+    assert "score_chosen=3 < score_rejected=7.5" in report.first_errors["inverted_preference"]
+    with pytest.raises(DataError, match=r"mem row 1: field score_chosen: .*inverted_preference"):
+        select_valid(enumerate(rows), PREFERENCE, "mem", Validation(on_error="raise"))

@@ -9,9 +9,13 @@ counted per kind of defect (``on_error="skip"``), one log line per kind, and the
 Checks, in the order they are reported (the first defect of a row names it):
 ``missing_field`` (absent or null), ``bad_type`` (non-string text, non-dict message, non-list messages),
 ``unknown_role``, ``role_order`` (optional leading system, then user/assistant alternating, ending with
-an assistant answer), ``empty_answer`` (the trained answer is blank), and for preference rows
-``prompt_mismatch`` (chosen and rejected differ before the answer) and ``bad_score`` (non-numeric score);
-last ``prompt_too_long`` (chat-templated prompt tokens), only when a tokenizer and a limit are given.
+an assistant answer), ``empty_answer`` (the trained answer is blank), ``empty_turn`` (a user message or an
+earlier assistant answer is blank: the answer would be trained on a conversation that lost a turn; a blank
+system message stands for no instruction and is kept), and for preference rows ``prompt_mismatch`` (chosen
+and rejected differ before the answer), ``bad_score`` (non-numeric score) and ``inverted_preference``
+(score_chosen < score_rejected: the pair's own scores say the rejected answer is better, so DPO/ORPO would
+push toward the worse one; a tie is kept, as UltraFeedback-binarized has ties); last ``prompt_too_long``
+(chat-templated prompt tokens), only when a tokenizer and a limit are given.
 """
 
 from __future__ import annotations
@@ -36,8 +40,10 @@ BAD_TYPE = "bad_type"
 UNKNOWN_ROLE = "unknown_role"
 ROLE_ORDER = "role_order"
 EMPTY_ANSWER = "empty_answer"
+EMPTY_TURN = "empty_turn"
 PROMPT_MISMATCH = "prompt_mismatch"
 BAD_SCORE = "bad_score"
+INVERTED_PREFERENCE = "inverted_preference"
 PROMPT_TOO_LONG = "prompt_too_long"
 DEFECT_KINDS = (
     MISSING_FIELD,
@@ -45,8 +51,10 @@ DEFECT_KINDS = (
     UNKNOWN_ROLE,
     ROLE_ORDER,
     EMPTY_ANSWER,
+    EMPTY_TURN,
     PROMPT_MISMATCH,
     BAD_SCORE,
+    INVERTED_PREFERENCE,
     PROMPT_TOO_LONG,
 )
 
@@ -193,6 +201,18 @@ def conversation_defect(messages: Any, field_path: str) -> Defect | None:
         return Defect(
             EMPTY_ANSWER, f"{field_path}[{len(messages) - 1}].content", "the answer is empty or blank"
         )
+    return _empty_turn_defect(messages[:-1], field_path)
+
+
+def _empty_turn_defect(turns: Sequence[Mapping[str, str]], field_path: str) -> Defect | None:
+    """A blank user message or earlier answer: the trained answer would follow a conversation missing a turn.
+
+    A blank system message is not a defect: it gives no instruction, which is what having none means.
+    """
+    for position, message in enumerate(turns):
+        if message["role"] != "system" and not message["content"].strip():
+            detail = f"the {message['role']} turn is empty or blank"
+            return Defect(EMPTY_TURN, f"{field_path}[{position}].content", detail)
     return None
 
 
@@ -216,6 +236,17 @@ def _score_defect(value: Any, field_path: str) -> Defect | None:
     return None
 
 
+def _inverted_defect(score_chosen: float, score_rejected: float) -> Defect | None:
+    """The pair's own scores rank the rejected answer higher: training on it pushes toward the worse one."""
+    if score_chosen >= score_rejected:
+        return None
+    return Defect(
+        INVERTED_PREFERENCE,
+        "score_chosen",
+        f"score_chosen={score_chosen!r} < score_rejected={score_rejected!r}: rejected is rated higher",
+    )
+
+
 def structural_defect(row: Any, schema: str) -> Defect | None:
     """The first schema defect of a row (everything except the prompt length), or None."""
     if not isinstance(row, Mapping):
@@ -232,6 +263,7 @@ def structural_defect(row: Any, schema: str) -> Defect | None:
             or _same_prompt_defect(row["chosen"], row["rejected"])
             or _score_defect(row.get("score_chosen"), "score_chosen")
             or _score_defect(row.get("score_rejected"), "score_rejected")
+            or _inverted_defect(row["score_chosen"], row["score_rejected"])
         )
     raise ValueError(f"unknown schema {schema!r}; expected one of {SCHEMAS}")
 
