@@ -60,9 +60,11 @@ MALFORMED_FILES = {
     "chat_unknown_role.jsonl": (CHAT, "unknown_role", {2: "messages[1].role"}),
     "chat_role_order.jsonl": (CHAT, "role_order", {1: "messages[1].role", 3: "messages[2].role"}),
     "chat_empty_answer.jsonl": (CHAT, "empty_answer", {1: "messages[1].content"}),
+    "chat_empty_turn.jsonl": (CHAT, "empty_turn", {1: "messages[1].content", 3: "messages[0].content"}),
     "chat_prompt_too_long.jsonl": (CHAT, "prompt_too_long", {2: "messages"}),
     "prefs_prompt_mismatch.jsonl": (PREFERENCE, "prompt_mismatch", {1: "rejected[0]"}),
     "prefs_bad_score.jsonl": (PREFERENCE, "bad_score", {1: "score_chosen", 3: "score_rejected"}),
+    "prefs_inverted_preference.jsonl": (PREFERENCE, "inverted_preference", {1: "score_chosen", 3: "score_chosen"}),
 }
 
 
@@ -75,6 +77,17 @@ def read_jsonl(path: Path) -> list[dict]:
 
 def hub_rows(repo_dir: Path, split: str) -> list[dict]:
     return read_jsonl(repo_dir / SHARD.format(split=split))
+
+
+SCHEMA_KEYS = {
+    CHAT: ("prompt", "prompt_id", "messages"),
+    PREFERENCE: ("prompt", "prompt_id", "chosen", "rejected", "score_chosen", "score_rejected"),
+}
+
+
+def schema_fields(row: dict, schema: str) -> dict:
+    """What load_examples gives back for a valid row of a plain JSON file: the schema's keys, as written."""
+    return {key: row[key] for key in SCHEMA_KEYS[schema]}
 
 
 @pytest.fixture(scope="session")
@@ -129,7 +142,8 @@ def reference_valid_conversation(messages) -> bool:
     turns = roles[1:] if roles[:1] == ["system"] else roles
     if len(turns) < 2 or turns != ["user", "assistant"] * (len(turns) // 2) or len(turns) % 2:
         return False
-    return messages[-1]["content"].strip() != ""
+    # every user and assistant turn has text (a blank system message is allowed)
+    return all(message["content"].strip() for message in messages if message["role"] != "system")
 
 
 def reference_valid(row, schema: str, token_limit: int | None = None) -> bool:
@@ -149,6 +163,8 @@ def reference_valid(row, schema: str, token_limit: int | None = None) -> bool:
             score = row.get(key)
             if type(score) not in (int, float) or not math.isfinite(score):
                 return False
+        if row["score_chosen"] < row["score_rejected"]:
+            return False
     return token_limit is None or reference_token_count(answers[:-1]) <= token_limit
 
 
@@ -402,7 +418,7 @@ def test_skip_mode_counts_and_drops_every_bad_row(name, cache_dir, caplog):
         kept, report = load_examples(
             DataSource(str(path), "train"), schema, validation=fixture_validation(), cache_dir=cache_dir
         )
-    assert kept.to_list() == [row for index, row in enumerate(rows) if index not in bad]
+    assert kept.to_list() == [schema_fields(row, schema) for index, row in enumerate(rows) if index not in bad]
     assert report.skipped == {kind: len(bad)} and report.first_rows == {kind: sorted(bad)}
     assert (report.rows_read, report.rows_kept) == (len(rows), len(rows) - len(bad))
     assert report.to_dict()["rows_skipped"] == len(bad)
@@ -514,7 +530,7 @@ MUTATIONS = (
 @st.composite
 def valid_conversations(draw) -> list[dict]:
     system = draw(st.lists(st.builds(lambda c: {"role": "system", "content": c}, TEXT), max_size=1))
-    turns = draw(st.lists(st.tuples(TEXT, TEXT.filter(str.strip)), min_size=1, max_size=3))
+    turns = draw(st.lists(st.tuples(TEXT.filter(str.strip), TEXT.filter(str.strip)), min_size=1, max_size=3))
     return system + [
         m for q, a in turns for m in ({"role": "user", "content": q}, {"role": "assistant", "content": a})
     ]
@@ -528,12 +544,13 @@ def valid_rows(draw, schema: str) -> dict:
         return {**row, "messages": answers}
     rejected = answers[:-1] + [{"role": "assistant", "content": draw(TEXT.filter(str.strip))}]
     scores = st.one_of(st.floats(0, 10), st.integers(0, 10))
+    low, high = sorted([draw(scores), draw(scores)])  # the mutation "score" may still invert them
     return {
         **row,
         "chosen": answers,
         "rejected": rejected,
-        "score_chosen": draw(scores),
-        "score_rejected": draw(scores),
+        "score_chosen": high,
+        "score_rejected": low,
     }
 
 
@@ -547,7 +564,7 @@ def mutate(draw, row: dict, schema: str):
         return {k: v for k, v in row.items() if k != key} if kind == "delete" else {**row, key: draw(JUNK)}
     if kind == "score":
         key = draw(st.sampled_from(["score_chosen", "score_rejected"]))
-        return {**row, key: draw(JUNK | st.sampled_from(["8/10", float("nan"), float("inf"), True]))}
+        return {**row, key: draw(JUNK | st.sampled_from(["8/10", float("nan"), float("inf"), True, -1.0, 11]))}
     key = draw(st.sampled_from(["messages"] if schema == CHAT else ["chosen", "rejected"]))
     messages = row.get(key)
     if not isinstance(messages, list) or not messages:
@@ -667,9 +684,9 @@ def test_random_rows_through_a_jsonl_file_never_leak_a_bad_row(batch, tmp_path_f
 
 def test_int_and_float_scores_around_a_malformed_row_still_load(tmp_path, caplog):
     """Found by the property above: datasets' JSON reader fails on this file ("Unable to merge: Field
-    score_rejected has incompatible types: int64 vs double"); the rows are read one by one instead, the valid two
-    kept, the malformed one skipped, and the fallback is logged."""
-    pair = {"prompt": "p", "prompt_id": "1", "score_chosen": 1.5, "score_rejected": 3,
+    score_rejected has incompatible types: int64 vs double"). Training reads it with the json module (the valid
+    two kept, the malformed one skipped); datasets' unvalidated view falls back to that reader and logs it."""
+    pair = {"prompt": "p", "prompt_id": "1", "score_chosen": 3.5, "score_rejected": 3,
             "chosen": [{"role": "user", "content": "p"}, {"role": "assistant", "content": "a"}],
             "rejected": [{"role": "user", "content": "p"}, {"role": "assistant", "content": "b"}]}
     path = tmp_path / "rows.jsonl"
@@ -678,9 +695,10 @@ def test_int_and_float_scores_around_a_malformed_row_still_load(tmp_path, caplog
     kept, report = load_examples(DataSource(str(path), "train"), PREFERENCE,
                                  validation=Validation(max_skip_fraction=1.0), cache_dir=str(tmp_path / "cache"))
     assert [row["score_rejected"] for row in kept.to_list()] == [3.0, 2.5] and report.rows_skipped == 1
+    assert len(load_split(DataSource(str(path), "train"), str(tmp_path / "cache"))) == 3
     assert any("read the rows with json.loads instead" in record.getMessage() for record in caplog.records)
-    path.write_text('{"prompt": "p"\n')  # not JSON at all: still the loader's clear error
-    with pytest.raises(DataError, match="could not load .*rows.jsonl"):
+    path.write_text('{"prompt": "p"\n')  # not JSON at all: still the loader's clear error, naming the line
+    with pytest.raises(DataError, match="could not load .*rows.jsonl.*line 1 is not valid JSON"):
         load_examples(DataSource(str(path), "train"), PREFERENCE, cache_dir=str(tmp_path / "cache2"))
 
 

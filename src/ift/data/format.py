@@ -23,12 +23,17 @@ Message = dict[str, str]
 
 # Column types of the formatted datasets, stated rather than inferred: rows from a source with mixed JSON
 # types (some malformed rows dropped) would otherwise carry those loose types into the training set.
-_MESSAGES = datasets.List({"role": datasets.Value("string"), "content": datasets.Value("string")})
+MESSAGE_LIST = datasets.List({"role": datasets.Value("string"), "content": datasets.Value("string")})
 PROMPT_COMPLETION_FEATURES = datasets.Features(
-    {"prompt_id": datasets.Value("string"), "prompt": _MESSAGES, "completion": _MESSAGES}
+    {"prompt_id": datasets.Value("string"), "prompt": MESSAGE_LIST, "completion": MESSAGE_LIST}
 )
 PREFERENCE_FEATURES = datasets.Features(
-    {"prompt_id": datasets.Value("string"), "prompt": _MESSAGES, "chosen": _MESSAGES, "rejected": _MESSAGES}
+    {
+        "prompt_id": datasets.Value("string"),
+        "prompt": MESSAGE_LIST,
+        "chosen": MESSAGE_LIST,
+        "rejected": MESSAGE_LIST,
+    }
 )
 
 

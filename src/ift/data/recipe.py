@@ -11,7 +11,10 @@ From mistral-7b-sft-beta (``start=sft_beta``, already SFT-ed on UltraChat):
 The tiny profile builds its own sft_beta by SFT on every chat row (:func:`load_chat_for_sft`).
 
 The UltraFeedback rows are the same for every method at a given seed (same permutation, same checks), so
-methods differ only in how they use the rows, not in which rows they see. Everything here takes plain
+methods differ only in how they use the rows, not in which rows they see, as long as every row fits the run's
+``max_length``: a row whose prompt leaves the method's trainer no answer token is skipped and counted
+(``prompt_fills_max_length``, :mod:`ift.data.fit`) and the walk goes on to the next row, so a run still gets
+``n`` rows, all of which the trainer trains on. Everything here takes plain
 values (paths, ids, sizes, seed), so it is testable without Hydra; :meth:`DataConfig.from_mapping` reads
 the ``data`` config node.
 """
@@ -19,11 +22,12 @@ the ``data`` config node.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import datasets
 
+from ift.data.fit import SFT, TRAINER_OF_METHOD, row_fit
 from ift.data.format import (
     PREFERENCE_FEATURES,
     PROMPT_COMPLETION_FEATURES,
@@ -178,6 +182,15 @@ class TrainingData:
         }
 
 
+def _fitting(validation: Validation, part: _Part, trainer: str | None, max_length: int | None) -> Validation:
+    """``validation`` plus the check that ``trainer`` keeps an answer token of each row under ``max_length``
+    (needs the tokenizer; without one, or without a trainer or limit, rows are not checked for fit)."""
+    if validation.tokenizer is None or trainer is None or max_length is None:
+        return validation
+    field = "messages" if part.schema == CHAT else "chosen"
+    return replace(validation, fit=row_fit(validation.tokenizer, trainer, max_length, part.formatter, field))
+
+
 def _formatted_part(
     part_name: str,
     config: DataConfig,
@@ -208,17 +221,22 @@ def training_data(
     tokenizer: Any = None,
     targets: str | None = None,
     cache_dir: str | None = None,
+    max_length: int | None = None,
 ) -> TrainingData:
     """The training set of one run: each part's validated rows, formatted, concatenated and shuffled (seeded).
 
-    ``tokenizer`` enables the prompt-length check (``config.max_prompt_tokens``).
+    ``tokenizer`` enables the prompt-length check (``config.max_prompt_tokens``) and, with ``max_length`` (the
+    trainer's), the check that the method's trainer keeps an answer token of every row (:mod:`ift.data.fit`).
     """
     parts = data_plan(method, start, targets)
     validation = config.validation(tokenizer)
     pieces, part_sizes, reports = [], {}, {}
     for part_name in parts:
         size = getattr(config, PARTS[part_name].size_key)
-        piece, reports[part_name] = _formatted_part(part_name, config, seed, validation, cache_dir, n=size)
+        part_validation = _fitting(validation, PARTS[part_name], TRAINER_OF_METHOD[method], max_length)
+        piece, reports[part_name] = _formatted_part(
+            part_name, config, seed, part_validation, cache_dir, n=size
+        )
         pieces.append(piece)
         part_sizes[part_name] = len(piece)
     dataset = datasets.concatenate_datasets(pieces).shuffle(seed=seed)
@@ -232,15 +250,16 @@ def load_chat_for_sft(
     seed: int = 0,
     n: int | None = None,
     cache_dir: str | None = None,
+    max_length: int | None = None,
 ) -> tuple[datasets.Dataset, SkipReport]:
     """Chat rows as prompt/completion for building the tiny profile's ``sft_beta`` start point.
 
     The paper's mistral-7b-sft-beta is Mistral-7B SFT-ed on UltraChat; its miniature counterpart is the base
     model SFT-ed on every chat train row (``n=None``) of the world. Accepts the ``data`` config node as is.
+    ``max_length`` (the SFT recipe's) skips and counts rows the SFTTrainer would drop, as for a grid cell.
     """
     if not isinstance(config, DataConfig):
         config = DataConfig.from_mapping(config)
-    dataset, report = _formatted_part(
-        CHAT_ANSWERS, config, seed, config.validation(tokenizer), cache_dir, n=n
-    )
+    validation = _fitting(config.validation(tokenizer), PARTS[CHAT_ANSWERS], SFT, max_length)
+    dataset, report = _formatted_part(CHAT_ANSWERS, config, seed, validation, cache_dir, n=n)
     return dataset.shuffle(seed=seed), report

@@ -9,16 +9,25 @@ counted per kind of defect (``on_error="skip"``), one log line per kind, and the
 Checks, in the order they are reported (the first defect of a row names it):
 ``missing_field`` (absent or null), ``bad_type`` (non-string text, non-dict message, non-list messages),
 ``unknown_role``, ``role_order`` (optional leading system, then user/assistant alternating, ending with
-an assistant answer), ``empty_answer`` (the trained answer is blank), and for preference rows
-``prompt_mismatch`` (chosen and rejected differ before the answer) and ``bad_score`` (non-numeric score);
-last ``prompt_too_long`` (chat-templated prompt tokens), only when a tokenizer and a limit are given.
+an assistant answer), ``empty_answer`` (the trained answer is blank), ``empty_turn`` (a user message or an
+earlier assistant answer is blank: the answer would be trained on a conversation that lost a turn; a blank
+system message stands for no instruction and is kept), and for preference rows ``prompt_mismatch`` (chosen
+and rejected differ before the answer), ``bad_score`` (non-numeric score) and ``inverted_preference``
+(score_chosen < score_rejected: the pair's own scores say the rejected answer is better, so DPO/ORPO would
+push toward the worse one; a tie is kept, as UltraFeedback-binarized has ties); last ``prompt_too_long``
+(chat-templated prompt tokens), only when a tokenizer and a limit are given.
+
+Those are defects of the row itself and follow ``on_error``. A well-formed row can still leave the trainer
+nothing to train on under the run's ``max_length`` (``prompt_fills_max_length``, :mod:`ift.data.fit`); such
+a row is skipped and counted in both modes, as it is not bad data but a limit of this run. Every skipped
+row counts toward ``max_skip_fraction``, and the report lists only the reasons that occurred.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,8 +45,10 @@ BAD_TYPE = "bad_type"
 UNKNOWN_ROLE = "unknown_role"
 ROLE_ORDER = "role_order"
 EMPTY_ANSWER = "empty_answer"
+EMPTY_TURN = "empty_turn"
 PROMPT_MISMATCH = "prompt_mismatch"
 BAD_SCORE = "bad_score"
+INVERTED_PREFERENCE = "inverted_preference"
 PROMPT_TOO_LONG = "prompt_too_long"
 DEFECT_KINDS = (
     MISSING_FIELD,
@@ -45,8 +56,10 @@ DEFECT_KINDS = (
     UNKNOWN_ROLE,
     ROLE_ORDER,
     EMPTY_ANSWER,
+    EMPTY_TURN,
     PROMPT_MISMATCH,
     BAD_SCORE,
+    INVERTED_PREFERENCE,
     PROMPT_TOO_LONG,
 )
 
@@ -70,13 +83,16 @@ class Validation:
 
     ``max_prompt_tokens`` drops rows whose chat-templated prompt would leave no room for the answer;
     it needs ``tokenizer`` and is skipped without one. ``max_skip_fraction`` stops a run whose source is
-    mostly broken (a wrong file, a schema change) instead of training on the few rows that survive.
+    mostly broken (a wrong file, a schema change) or mostly too long for the run, instead of training on the
+    few rows that survive. ``fit`` checks a well-formed row against the run's trainer and ``max_length``
+    (:func:`ift.data.fit.row_fit`); the rows it rejects are skipped and counted whatever ``on_error`` says.
     """
 
     on_error: str = "skip"
     max_skip_fraction: float = 0.5
     tokenizer: Any = None
     max_prompt_tokens: int | None = None
+    fit: Callable[[Mapping[str, Any]], Defect | None] | None = None
 
     def __post_init__(self) -> None:
         if self.on_error not in ON_ERROR_CHOICES:
@@ -193,6 +209,18 @@ def conversation_defect(messages: Any, field_path: str) -> Defect | None:
         return Defect(
             EMPTY_ANSWER, f"{field_path}[{len(messages) - 1}].content", "the answer is empty or blank"
         )
+    return _empty_turn_defect(messages[:-1], field_path)
+
+
+def _empty_turn_defect(turns: Sequence[Mapping[str, str]], field_path: str) -> Defect | None:
+    """A blank user message or earlier answer: the trained answer would follow a conversation missing a turn.
+
+    A blank system message is not a defect: it gives no instruction, which is what having none means.
+    """
+    for position, message in enumerate(turns):
+        if message["role"] != "system" and not message["content"].strip():
+            detail = f"the {message['role']} turn is empty or blank"
+            return Defect(EMPTY_TURN, f"{field_path}[{position}].content", detail)
     return None
 
 
@@ -216,6 +244,17 @@ def _score_defect(value: Any, field_path: str) -> Defect | None:
     return None
 
 
+def _inverted_defect(score_chosen: float, score_rejected: float) -> Defect | None:
+    """The pair's own scores rank the rejected answer higher: training on it pushes toward the worse one."""
+    if score_chosen >= score_rejected:
+        return None
+    return Defect(
+        INVERTED_PREFERENCE,
+        "score_chosen",
+        f"score_chosen={score_chosen!r} < score_rejected={score_rejected!r}: rejected is rated higher",
+    )
+
+
 def structural_defect(row: Any, schema: str) -> Defect | None:
     """The first schema defect of a row (everything except the prompt length), or None."""
     if not isinstance(row, Mapping):
@@ -232,6 +271,7 @@ def structural_defect(row: Any, schema: str) -> Defect | None:
             or _same_prompt_defect(row["chosen"], row["rejected"])
             or _score_defect(row.get("score_chosen"), "score_chosen")
             or _score_defect(row.get("score_rejected"), "score_rejected")
+            or _inverted_defect(row["score_chosen"], row["score_rejected"])
         )
     raise ValueError(f"unknown schema {schema!r}; expected one of {SCHEMAS}")
 
@@ -284,7 +324,8 @@ def select_valid(
 
     ``indexed_rows`` pairs each row with its index in the source split, so messages point at the row as
     stored. Raises :class:`DataError` at the first bad row (``raise``), or when nothing is usable, more than
-    ``max_skip_fraction`` of the rows read were bad, or fewer than ``want`` valid rows exist (``skip``).
+    ``max_skip_fraction`` of the rows read were skipped, or fewer than ``want`` valid rows exist. A row that
+    ``validation.fit`` rejects is skipped and counted in either mode.
     """
     report = SkipReport(origin=origin)
     kept: list[int] = []
@@ -293,13 +334,14 @@ def select_valid(
             break
         report.rows_read += 1
         defect = structural_defect(row, schema) or _length_defect(row, schema, validation, origin, index)
+        if defect is not None and validation.on_error == "raise":
+            message = _row_message(origin, index, defect)
+            raise DataError(message, origin=origin, row=index, field=defect.field, kind=defect.kind)
+        defect = defect or _fit_defect(row, validation, origin, index)
         if defect is None:
             kept.append(index)
             continue
-        message = f"{origin} row {index}: field {defect.field}: {defect.detail} [{defect.kind}]"
-        if validation.on_error == "raise":
-            raise DataError(message, origin=origin, row=index, field=defect.field, kind=defect.kind)
-        report.record(index, defect, message)
+        report.record(index, defect, _row_message(origin, index, defect))
     report.rows_kept = len(kept)
     for line in report.summary_lines():
         logger.warning(line)
@@ -307,20 +349,41 @@ def select_valid(
     return kept, report
 
 
+def _row_message(origin: str, index: int, defect: Defect) -> str:
+    return f"{origin} row {index}: field {defect.field}: {defect.detail} [{defect.kind}]"
+
+
+def _fit_defect(row: Mapping[str, Any], validation: Validation, origin: str, index: int) -> Defect | None:
+    if validation.fit is None:
+        return None
+    try:
+        return validation.fit(row)
+    except Exception as error:
+        # As for the prompt-length check: a template or tokenizer failing on a schema-valid row is a mismatch
+        # of tokenizer and data, not a row to skip.
+        message = f"{origin} row {index}: tokenizing the row as the trainer will failed: {error!r}"
+        raise DataError(message, origin=origin, row=index) from error
+
+
 def _check_enough(report: SkipReport, validation: Validation, want: int | None) -> None:
-    """Skipping is for a few stray rows; an empty, mostly broken or too small result stops the run."""
+    """Skipping is for a few stray rows; an empty, mostly broken or too small result stops the run.
+
+    The message ends with the first row of each reason, so that the setting behind it (a ``max_length``, a
+    ``max_prompt_tokens``) or the broken field is named, not only counted.
+    """
     counts = f"read {report.rows_read}, kept {report.rows_kept}, skipped {report.skipped}"
+    first = "".join(f"; first {kind}: {report.first_errors[kind]}" for kind in sorted(report.first_errors))
     if report.rows_kept == 0:
-        raise DataError(f"{report.origin}: no usable rows ({counts})", origin=report.origin)
+        raise DataError(f"{report.origin}: no usable rows ({counts}){first}", origin=report.origin)
     skipped_fraction = report.rows_skipped / report.rows_read
     if skipped_fraction > validation.max_skip_fraction:
         raise DataError(
-            f"{report.origin}: {skipped_fraction:.0%} of the rows are malformed, more than "
-            f"max_skip_fraction={validation.max_skip_fraction} ({counts})",
+            f"{report.origin}: {skipped_fraction:.0%} of the rows are malformed or too long for the run, "
+            f"more than max_skip_fraction={validation.max_skip_fraction} ({counts}){first}",
             origin=report.origin,
         )
     if want is not None and report.rows_kept < want:
         raise DataError(
-            f"{report.origin}: asked for {want} valid rows but only {report.rows_kept} exist ({counts})",
+            f"{report.origin}: asked for {want} valid rows but only {report.rows_kept} exist ({counts}){first}",
             origin=report.origin,
         )

@@ -189,10 +189,12 @@ def _train_one(cfg, *, run_dir: Path, work_dir: Path, init_ref=None, carry=None,
         init_ref = str(cfg.init_from) if cfg.get("init_from") else str(cfg.start.checkpoint)
     set_seed(seed)
     model, tokenizer = load_causal_lm(init_ref, what=f"initial checkpoint of {run_dir.name}")
-    data = training_data(method, start, DataConfig.from_mapping(cfg.data), seed, tokenizer=tokenizer,
-                         targets=cfg.method.get("targets"))
-    report_to = configure_tracking(cfg.logger)
     recipe = cfg.trainer.finetune
+    # max_length: a row whose prompt leaves the trainer no answer token is skipped and counted here
+    # (ift.data.fit), not dropped silently by TRL, so data.json describes exactly the rows the trainer sees.
+    data = training_data(method, start, DataConfig.from_mapping(cfg.data), seed, tokenizer=tokenizer,
+                         targets=cfg.method.get("targets"), max_length=int(recipe.max_length))
+    report_to = configure_tracking(cfg.logger)
     common = training_kwargs(cfg.trainer, recipe, output_dir=work_dir, seed=seed, run_name=name,
                              report_to=report_to)
     trainer = build_trainer(cfg.method, model=model, tokenizer=tokenizer, dataset=data.dataset,

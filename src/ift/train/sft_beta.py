@@ -13,7 +13,8 @@ def build_sft_beta(cfg) -> dict:
     base_dir = start_point_dir(cfg, "base")  # this chain's base
     model, tokenizer = load_causal_lm(base_dir, what="base start point",
                                       hint=f"run `dvc repro {'base' if base_dir.name == 'base' else 'base_chain'}` first")
-    dataset, skips = load_chat_for_sft(cfg.data, tokenizer=tokenizer, seed=int(cfg.seed))
+    dataset, skips = load_chat_for_sft(cfg.data, tokenizer=tokenizer, seed=int(cfg.seed),
+                                       max_length=int(cfg.trainer.sft_beta.max_length))
     metrics = train_and_save(cfg, stage="sft_beta", model=model, tokenizer=tokenizer, dataset=dataset,
                               recipe=cfg.trainer.sft_beta, sft_kwargs=dict(completion_only_loss=True))
     out_dir = start_point_dir(cfg, "sft_beta")
