@@ -9,7 +9,9 @@ receives ``leaderboard.json`` (:mod:`ift.evaluate.leaderboard` documents it) and
 ``alpaca_annotations.json`` (:mod:`ift.evaluate.alpaca`). Each result file is written atomically once its
 evaluation has finished, and the files of the evaluations being run are removed first, so an interrupted run
 never leaves a partial or stale result; lm-eval's rendered task files and alpaca-eval's annotator config live in
-a temporary directory outside ``out``.
+a temporary directory outside ``out``. ``python -m ift.evaluate.lm_eval_command`` (same arguments) writes those task
+files and the ``lm_eval`` command lines that rerun the leaderboard evaluation with lm-eval's own CLI
+(:mod:`ift.evaluate.lm_eval_command`).
 
 On CPU with ``eval.parallel=true`` (the default) the work runs in two processes: this one scores the leaderboard's
 log-likelihood tasks while a forked copy (:mod:`ift.evaluate.forked`) runs its generation tasks and then AlpacaEval.
