@@ -9,7 +9,9 @@ receives ``leaderboard.json`` (:mod:`ift.evaluate.leaderboard` documents it) and
 ``alpaca_annotations.json`` (:mod:`ift.evaluate.alpaca`). Each result file is written atomically once its
 evaluation has finished, and the files of the evaluations being run are removed first, so an interrupted run
 never leaves a partial or stale result; lm-eval's rendered task files and alpaca-eval's annotator config live in
-a temporary directory outside ``out``.
+a temporary directory outside ``out``. ``python -m ift.evaluate.lm_eval_command`` (same arguments) writes those task
+files and the ``lm_eval`` command lines that rerun the leaderboard evaluation with lm-eval's own CLI
+(:mod:`ift.evaluate.lm_eval_command`).
 
 On CPU with ``eval.parallel=true`` (the default) the work runs in two processes: this one scores the leaderboard's
 log-likelihood tasks while a forked copy (:mod:`ift.evaluate.forked`) runs its generation tasks and then AlpacaEval.
@@ -112,6 +114,14 @@ def generator_name(model_dir: str) -> str:
     return Path(str(model_dir).rstrip("/")).name or str(model_dir)
 
 
+def widen_tokenizer_window(model_config, tokenizer) -> None:
+    """Raise the tokenizer's ``model_max_length`` to the model's ``max_position_embeddings`` where it is lower: the
+    world tokenizer says 256 (the training length), the model reads 512."""
+    window = getattr(model_config, "max_position_embeddings", None)
+    if window and (tokenizer.model_max_length or 0) < window:
+        tokenizer.model_max_length = window
+
+
 def evaluate_checkpoint(*, model_dir: str, out: str | Path, evals: Sequence[str], suite=None,
                         judge_cfg: Mapping[str, Any] | None = None, eval_cfg: Mapping[str, Any]) -> dict[str, dict]:
     """Run the requested evaluations of one checkpoint and write their result files into ``out``."""
@@ -135,9 +145,7 @@ def evaluate_checkpoint(*, model_dir: str, out: str | Path, evals: Sequence[str]
     model, tokenizer = load_causal_lm(model_dir, what="model_dir", hint="pass any checkpoint dir: a run under "
                                       "outputs/runs/ or a start point under outputs/models/", dtype=dtype)
     model.to(device).eval()
-    window = getattr(model.config, "max_position_embeddings", None)
-    if window and (tokenizer.model_max_length or 0) < window:
-        tokenizer.model_max_length = window  # the world tokenizer says 256 (training length): the model reads 512
+    widen_tokenizer_window(model.config, tokenizer)
     out.mkdir(parents=True, exist_ok=True)
     remove_results(out, evals)
     records: dict[str, dict] = {}
