@@ -44,7 +44,8 @@ def test_editing_the_ift_config_reruns_exactly_the_ift_cells_their_evals_and_the
     cells = [f"ift-{start}-{seed}" for start in starts for seed in seeds]
     chain_cells = [f"ift-{start}-{chain}" for start in starts for chain in chains]
     expected = ({f"train@{cell}" for cell in cells} | {f"eval@{cell}" for cell in cells} | {"report"}
-                | {f"train_chain@{cell}" for cell in chain_cells} | {f"eval_chain@{cell}" for cell in chain_cells})
+                | {f"train_chain@{cell}" for cell in chain_cells} | {f"eval_chain@{cell}" for cell in chain_cells}
+                | {"selection/dvc.yaml:selection"})  # the optional checkpoint selection reads every run
     assert rerun_by_edit(repo, "conf/method/ift.yaml") == expected
 
 
@@ -147,3 +148,13 @@ def test_base_only_methods_get_a_cell_per_seed_from_base_only(repo, grid):
     assert "method=dpo start=base seed=0" in train.cmd
     report = next(s for s in repo.index.stages if s.addressing == "report")
     assert {"outputs/evals", "report/frozen_lake.json", "benchmarks/bench_small.json"} <= {d.def_path for d in report.deps}
+
+
+def test_the_checkpoint_selection_is_not_part_of_the_default_pipeline(repo):
+    """`dvc repro` runs dvc.yaml only; the selection stage lives in selection/dvc.yaml and reads the main outputs."""
+    root = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
+    assert not any("selection" in name for name in root)
+    stage = next(s for s in repo.index.stages if s.addressing == "selection/dvc.yaml:selection")
+    assert {"outputs/runs", "outputs/evals", "report/claims.json"} <= {d.def_path for d in stage.deps}
+    assert "python -m ift.selection" in stage.cmd and "baseline_claims=report/claims.json" in stage.cmd
+    assert {o.def_path for o in stage.outs} >= {"outputs/selection/evals", "report/selection"}

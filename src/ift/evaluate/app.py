@@ -312,6 +312,10 @@ def run_from_config(cfg) -> dict[str, dict]:
     from ift.evaluate.suites import suite_from_config
 
     evals = check_arguments(cfg.get("model_dir"), cfg.get("out"), list(cfg.get("evals") or []))
+    if cfg.eval.get("select", "final") != "final":
+        raise EvaluationConfigError(f"eval.select={cfg.eval.select!r}: this evaluates the weights in model_dir "
+                                    "(final); best_avg retrains the run with snapshots: python -m ift.selection "
+                                    "(docs/evaluation.md)")
     suite = suite_from_config(OmegaConf.to_container(cfg.suite, resolve=True)) if "leaderboard" in evals else None
     judge_cfg = OmegaConf.to_container(cfg.judge, resolve=True) if "alpaca" in evals else None
     eval_cfg = OmegaConf.to_container(cfg.eval, resolve=True)

@@ -98,16 +98,20 @@ def _metrics(trainer, method: str, seconds: float, resumed_from: str | None) -> 
     return metrics
 
 
-def run_training(cfg) -> Path:
-    """Validate, load, train, save; returns the run directory. ``method=sft_dpo`` runs its two halves."""
+def run_training(cfg, *, run_dir: Path | None = None, work_dir: Path | None = None, callbacks=()) -> Path:
+    """Validate, load, train, save; returns the run directory. ``method=sft_dpo`` runs its two halves.
+
+    ``run_dir`` / ``work_dir``: instead of ``paths.runs/<run_name>`` and ``paths.outputs/work/<run_name>``;
+    ``callbacks``: extra TrainerCallbacks for the run's final part (the DPO half of SFT+DPO); ift.selection's
+    snapshots. Neither changes what is trained."""
     from ift.train.validate import validate_train_config
 
     validate_train_config(cfg)  # before any model loads
-    run_dir = Path(cfg.paths.runs) / str(cfg.run_name)
-    work_dir = Path(cfg.paths.outputs) / "work" / str(cfg.run_name)
+    run_dir = Path(run_dir) if run_dir is not None else Path(cfg.paths.runs) / str(cfg.run_name)
+    work_dir = Path(work_dir) if work_dir is not None else Path(cfg.paths.outputs) / "work" / str(cfg.run_name)
     if cfg.method.name == "sft_dpo":
-        return _run_sft_dpo(cfg, run_dir, work_dir)
-    return _train_one(cfg, run_dir=run_dir, work_dir=work_dir)
+        return _run_sft_dpo(cfg, run_dir, work_dir, callbacks)
+    return _train_one(cfg, run_dir=run_dir, work_dir=work_dir, callbacks=callbacks)
 
 
 def _with_method(cfg, method: dict):
@@ -120,7 +124,7 @@ def _with_method(cfg, method: dict):
     return half
 
 
-def _run_sft_dpo(cfg, run_dir: Path, work_dir: Path) -> Path:
+def _run_sft_dpo(cfg, run_dir: Path, work_dir: Path, callbacks=()) -> Path:
     """SFT+DPO as two dependent training runs: SFT on the chat data, then DPO from that checkpoint (which is
     also DPO's reference). From sft_beta the SFT half is sft_beta itself (the Zephyr recipe), so only DPO runs.
 
@@ -140,7 +144,8 @@ def _run_sft_dpo(cfg, run_dir: Path, work_dir: Path) -> Path:
         carry["sft_half"] = init_ref = sft_dir
     dpo_method = {"name": "dpo", **OmegaConf.to_container(cfg.method.dpo, resolve=True)}
     result = _train_one(_with_method(cfg, dpo_method), run_dir=run_dir, work_dir=work_dir / "dpo.work",
-                        init_ref=init_ref, carry=carry, config_to_save=cfg, cell=cfg, part="dpo")
+                        init_ref=init_ref, carry=carry, config_to_save=cfg, cell=cfg, part="dpo",
+                        callbacks=callbacks)
     shutil.rmtree(work_dir, ignore_errors=True)
     return result
 
@@ -166,7 +171,7 @@ def save_run(trainer, tokenizer, run_dir: Path, write_extras=None) -> None:
 
 
 def _train_one(cfg, *, run_dir: Path, work_dir: Path, init_ref=None, carry=None, config_to_save=None, cell=None,
-               part: str | None = None) -> Path:
+               part: str | None = None, callbacks=()) -> Path:
     """One TRL training run from ``init_ref`` (default: init_from or the start point) into ``run_dir``.
 
     ``cell``/``part``: the grid cell's config and which half of it this is (SFT+DPO), for its W&B run's name
@@ -199,6 +204,8 @@ def _train_one(cfg, *, run_dir: Path, work_dir: Path, init_ref=None, carry=None,
                              report_to=report_to)
     trainer = build_trainer(cfg.method, model=model, tokenizer=tokenizer, dataset=data.dataset,
                             common_args=common, max_length=int(recipe.max_length))
+    for callback in callbacks:
+        trainer.add_callback(callback)
     resume = _resume_point(work_dir, _fingerprint(cfg) + str(init_ref), trainer.accelerator)
     print(f"[train] {name}: {method} from {init_ref} on {len(data.dataset)} rows "
           f"({data.part_sizes}){f', resuming from {resume}' if resume else ''}")
