@@ -72,8 +72,10 @@ def test_a_real_selection_on_the_smoke_world(smoke_root, tmp_path):
     run_training(root_cfg)  # the committed run: outputs/runs/sft-base-s0
     committed = root / "outputs" / "runs" / "sft-base-s0"
     steps = json.loads((committed / "train_metrics.json").read_text())["steps"]
-    eval_cfg = {**OmegaConf.to_container(root_cfg.eval, resolve=True), "parallel": False}
-    kwargs = dict(method="sft", start="base", seed=0, chain=0, profile="smoke", root_cfg=root_cfg,
+    # evaluations at 2 threads, training at 1 (as the committed run): a retrain after an evaluation in the same process
+    # must still reproduce the committed weights (the selection stage runs many in one process)
+    eval_cfg = {**OmegaConf.to_container(root_cfg.eval, resolve=True), "parallel": False, "threads": 2}
+    kwargs = dict(method="sft", start="base", seed=0, chain=0, profile="smoke", root_cfg=root_cfg, train_threads=1,
                   fractions=[0.5], suite=suite_from_config(OmegaConf.to_container(root_cfg.suite, resolve=True)),
                   judge_cfg=OmegaConf.to_container(root_cfg.judge, resolve=True), eval_cfg=eval_cfg)
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
@@ -85,6 +87,7 @@ def test_a_real_selection_on_the_smoke_world(smoke_root, tmp_path):
         assert board["avg"] == summary["avg_by_step"][best[0]]
         assert (tmp_path / "out" / "alpaca.json").is_file() and not (tmp_path / "work").exists()
         assert json.loads((tmp_path / "out" / "selection.json").read_text()) == summary
+        assert select_run(work=tmp_path / "work", out=tmp_path / "again", **kwargs) == summary  # after evaluations
 
         # a committed run whose weights the retrain does not reproduce: refused before any evaluation
         weights = committed / "model.safetensors"

@@ -94,8 +94,12 @@ def table_runs(grid) -> list[tuple[str, str, int, int]]:
 
 
 def select_run(*, method: str, start: str, seed: int, chain: int, profile: str, root_cfg, work: Path, out: Path,
-               fractions: Sequence[float], suite, judge_cfg, eval_cfg) -> dict:
-    """Retrain one run with snapshots, evaluate them, keep the best by Avg; write ``out`` (see module doc)."""
+               fractions: Sequence[float], suite, judge_cfg, eval_cfg, train_threads: int) -> dict:
+    """Retrain one run with snapshots, evaluate them, keep the best by Avg; write ``out`` (see module doc).
+
+    ``train_threads``: torch's thread count for the retrain, the one the pipeline trained with (an evaluation sets its
+    own, ``eval.threads``, and a reduction split over another thread count gives other weights)."""
+    import torch
     from hydra import compose
     from transformers import AutoTokenizer
 
@@ -113,6 +117,7 @@ def select_run(*, method: str, start: str, seed: int, chain: int, profile: str, 
     shutil.rmtree(work, ignore_errors=True)
     snapshots = work / "snapshots"
     tokenizer = AutoTokenizer.from_pretrained(str(committed))
+    torch.set_num_threads(int(train_threads))
     run_training(cfg, run_dir=work / "final", work_dir=work / "train",
                  callbacks=[snapshot_callback(snapshots, fractions, tokenizer)])
     if _sha256(work / "final" / "model.safetensors") != _sha256(committed / "model.safetensors"):
@@ -163,12 +168,14 @@ def grid_file_text(grid) -> str:
 
 def run(cfg) -> None:
     """Every table run of params.yaml's grid (see module doc), then the grid file for the report."""
+    import torch
     from omegaconf import OmegaConf
 
     from ift.evaluate.suites import suite_from_config
     from ift.report.build import load_grid
     from ift.report.tables import eval_name
 
+    train_threads = torch.get_num_threads()  # OMP_NUM_THREADS, as the training stages ran; evaluations change it
     grid = load_grid(Path(cfg.paths.root) / "params.yaml")
     fractions = list(cfg.eval.select_fractions)
     snapshot_steps(100, fractions)  # bad fractions fail before anything trains
@@ -187,7 +194,8 @@ def run(cfg) -> None:
         name = eval_name(start, method, seed, chain)
         summary = select_run(method=method, start=start, seed=seed, chain=chain, profile=grid.profile, root_cfg=cfg,
                              work=Path(cfg.paths.outputs) / "selection" / "work" / name, out=out_dir / name,
-                             fractions=fractions, suite=suite, judge_cfg=judge_cfg, eval_cfg=eval_cfg)
+                             fractions=fractions, suite=suite, judge_cfg=judge_cfg, eval_cfg=eval_cfg,
+                             train_threads=train_threads)
         avgs = ", ".join(f"{step}: {100 * avg:.1f}" for step, avg in summary["avg_by_step"].items())
         print(f"[selection] {index}/{len(runs)} {name}: Avg by step {{{avgs}}} -> step {summary['chosen_step']}"
               f"{' (final)' if summary['chosen_is_final'] else ''} [{time.time() - began:.0f} s]", flush=True)
