@@ -72,10 +72,10 @@ def test_a_real_selection_on_the_smoke_world(smoke_root, tmp_path):
     run_training(root_cfg)  # the committed run: outputs/runs/sft-base-s0
     committed = root / "outputs" / "runs" / "sft-base-s0"
     steps = json.loads((committed / "train_metrics.json").read_text())["steps"]
-    # evaluations at 2 threads, training at 1 (as the committed run): a retrain after an evaluation in the same process
-    # must still reproduce the committed weights (the selection stage runs many in one process)
+    # evaluations at 2 threads: a retrain after an evaluation in the same process must still reproduce the committed
+    # weights (the selection stage runs many in one process)
     eval_cfg = {**OmegaConf.to_container(root_cfg.eval, resolve=True), "parallel": False, "threads": 2}
-    kwargs = dict(method="sft", start="base", seed=0, chain=0, profile="smoke", root_cfg=root_cfg, train_threads=1,
+    kwargs = dict(method="sft", start="base", seed=0, chain=0, profile="smoke", root_cfg=root_cfg,
                   fractions=[0.5], suite=suite_from_config(OmegaConf.to_container(root_cfg.suite, resolve=True)),
                   judge_cfg=OmegaConf.to_container(root_cfg.judge, resolve=True), eval_cfg=eval_cfg)
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):

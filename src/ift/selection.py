@@ -93,19 +93,30 @@ def table_runs(grid) -> list[tuple[str, str, int, int]]:
             for chain, seed, _ in replicates(method, grid.seeds, grid.chains)]
 
 
-def select_run(*, method: str, start: str, seed: int, chain: int, profile: str, root_cfg, work: Path, out: Path,
-               fractions: Sequence[float], suite, judge_cfg, eval_cfg, train_threads: int) -> dict:
-    """Retrain one run with snapshots, evaluate them, keep the best by Avg; write ``out`` (see module doc).
-
-    ``train_threads``: torch's thread count for the retrain, the one the pipeline trained with (an evaluation sets its
-    own, ``eval.threads``, and a reduction split over another thread count gives other weights)."""
-    import torch
-    from hydra import compose
+def _retrain(cfg_container: dict, work: str, fractions: list[float], tokenizer_dir: str) -> None:
+    """The retrain with snapshots, in a fresh process: torch's thread pools as in ``python -m ift.train`` (an
+    evaluation in the selecting process sets ``eval.threads``, and even setting the same count back gives MKL another
+    split of the GEMMs, hence other weights: measured)."""
+    from omegaconf import OmegaConf
     from transformers import AutoTokenizer
+
+    from ift.train.app import run_training
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    run_training(OmegaConf.create(cfg_container), run_dir=Path(work) / "final", work_dir=Path(work) / "train",
+                 callbacks=[snapshot_callback(Path(work) / "snapshots", fractions, tokenizer)])
+
+
+def select_run(*, method: str, start: str, seed: int, chain: int, profile: str, root_cfg, work: Path, out: Path,
+               fractions: Sequence[float], suite, judge_cfg, eval_cfg) -> dict:
+    """Retrain one run with snapshots, evaluate them, keep the best by Avg; write ``out`` (see module doc)."""
+    import multiprocessing
+
+    from hydra import compose
+    from omegaconf import OmegaConf
 
     from ift.evaluate.app import evaluate_checkpoint
     from ift.report.tables import eval_name
-    from ift.train.app import run_training
 
     name = eval_name(start, method, seed, chain)
     committed = Path(root_cfg.paths.runs) / name
@@ -116,10 +127,14 @@ def select_run(*, method: str, start: str, seed: int, chain: int, profile: str, 
     cfg = compose(config_name="config", overrides=overrides + ([f"+chain={chain}"] if chain else []))
     shutil.rmtree(work, ignore_errors=True)
     snapshots = work / "snapshots"
-    tokenizer = AutoTokenizer.from_pretrained(str(committed))
-    torch.set_num_threads(int(train_threads))
-    run_training(cfg, run_dir=work / "final", work_dir=work / "train",
-                 callbacks=[snapshot_callback(snapshots, fractions, tokenizer)])
+    process = multiprocessing.get_context("spawn").Process(
+        target=_retrain, args=(OmegaConf.to_container(cfg, resolve=True), str(work), [float(f) for f in fractions],
+                               str(committed)))
+    process.start()
+    process.join()
+    if process.exitcode != 0:
+        raise SelectionError(f"{name}: the retrain with snapshots failed (exit code {process.exitcode}; its error is "
+                             "printed above)")
     if _sha256(work / "final" / "model.safetensors") != _sha256(committed / "model.safetensors"):
         raise SelectionError(f"{name}: the retrained final weights differ from {committed}/model.safetensors, so its "
                              "snapshots belong to another run (changed code, config or CPU numerics since it was "
@@ -168,14 +183,12 @@ def grid_file_text(grid) -> str:
 
 def run(cfg) -> None:
     """Every table run of params.yaml's grid (see module doc), then the grid file for the report."""
-    import torch
     from omegaconf import OmegaConf
 
     from ift.evaluate.suites import suite_from_config
     from ift.report.build import load_grid
     from ift.report.tables import eval_name
 
-    train_threads = torch.get_num_threads()  # OMP_NUM_THREADS, as the training stages ran; evaluations change it
     grid = load_grid(Path(cfg.paths.root) / "params.yaml")
     fractions = list(cfg.eval.select_fractions)
     snapshot_steps(100, fractions)  # bad fractions fail before anything trains
@@ -194,8 +207,7 @@ def run(cfg) -> None:
         name = eval_name(start, method, seed, chain)
         summary = select_run(method=method, start=start, seed=seed, chain=chain, profile=grid.profile, root_cfg=cfg,
                              work=Path(cfg.paths.outputs) / "selection" / "work" / name, out=out_dir / name,
-                             fractions=fractions, suite=suite, judge_cfg=judge_cfg, eval_cfg=eval_cfg,
-                             train_threads=train_threads)
+                             fractions=fractions, suite=suite, judge_cfg=judge_cfg, eval_cfg=eval_cfg)
         avgs = ", ".join(f"{step}: {100 * avg:.1f}" for step, avg in summary["avg_by_step"].items())
         print(f"[selection] {index}/{len(runs)} {name}: Avg by step {{{avgs}}} -> step {summary['chosen_step']}"
               f"{' (final)' if summary['chosen_is_final'] else ''} [{time.time() - began:.0f} s]", flush=True)
