@@ -19,7 +19,8 @@ Start points have no snapshots: their evaluations are copied. Then ``python -m i
     dvc repro selection/dvc.yaml          # not part of `dvc repro`: ~35 min on 2 CPU cores (docs/evaluation.md)
     python -m ift.selection                # the same, outside DVC
 
-One process, one device: the snapshots are the model's own weights (a sharded model is not supported here).
+Each retrain runs in a spawned process (see ``_retrain``); one device: the snapshots are the model's own weights (a
+sharded model is not supported here).
 """
 
 from __future__ import annotations
