@@ -219,17 +219,13 @@ def start_point_run(cfg, stage: str, parameters: int) -> RunSpec:
     plain = resolved(cfg)
     seed, profile = int(plain["seed"]), str(plain["profile"])
     name = start_point_name(stage, seed)
+    stage_name = stage if seed == 0 else f"{stage}_chain@{seed}"  # the DVC stage: base, or base_chain@<c>
     config = {**_without(flatten(plain), ("method", "start")), "method.name": NO_METHOD, "start.name": stage,
-              "git_commit": git_commit(plain["paths"]["root"]), "dvc_stage": dvc_stage(_start_stage(stage, name))}
+              "git_commit": git_commit(plain["paths"]["root"]), "dvc_stage": dvc_stage(stage_name)}
     return RunSpec(name=name, id=run_id(profile, name, _start_identity(seed, profile, parameters)),
                    group=group_name(plain["logger"], name), job_type="start_point",
                    tags=run_tags(method=None, start=stage, seed=seed, profile=profile, job_type="start_point"),
                    config=config)
-
-
-def _start_stage(stage: str, name: str) -> str:
-    """The DVC stage that builds start point ``name``: ``base``, or ``base_chain@<c>`` in chain replicate c."""
-    return stage if name == stage else f"{stage}_chain@{name.rsplit('chain', 1)[1]}"
 
 
 def trained_by(model_dir: str | Path, plain: Mapping) -> dict | None:
