@@ -19,15 +19,16 @@ from pathlib import Path
 import datasets  # conftest.py imports ift first, which sets the offline defaults
 import numpy as np
 import pytest
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
+from conftest import CONF_DIR
 from ift.data import (
     CHAT,
     DEFECT_KINDS,
     PREFERENCE,
-    SFT_DPO_STAGES,
     DataConfig,
     DataError,
     DataSource,
@@ -43,6 +44,7 @@ from ift.data import (
     to_prompt_completion,
     training_data,
 )
+from ift.methods import METHODS
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ULTRACHAT = FIXTURES / "ultrachat_200k"
@@ -717,7 +719,7 @@ PREFS_IDS = ids(ULTRAFEEDBACK / SHARD.format(split="train_prefs"))
 
 @pytest.mark.parametrize("method", ["sft", "ift"])
 def test_base_sft_and_ift_train_on_n_chat_plus_n_chosen_answers(method, cache_dir):
-    data = training_data(method, "base", config_for(N, N), seed=0, cache_dir=cache_dir)
+    data = training_data(METHODS[method], "base", config_for(N, N), seed=0, cache_dir=cache_dir)
     rows = data.dataset.to_list()
     assert len(rows) == 2 * N and data.part_sizes == {"chat": N, "chosen": N}
     assert (
@@ -734,14 +736,14 @@ def test_base_sft_and_ift_train_on_n_chat_plus_n_chosen_answers(method, cache_di
         assert [m["content"] for m in row["prompt"]] == [m["content"] for m in answers[:-1]]
     sources = [r["prompt_id"] in CHAT_IDS for r in rows]
     assert sources != sorted(sources) and sources != sorted(sources, reverse=True)  # the two parts are mixed
-    again = training_data(method, "base", config_for(N, N), seed=0, cache_dir=cache_dir).dataset.to_list()
+    again = training_data(METHODS[method], "base", config_for(N, N), seed=0, cache_dir=cache_dir).dataset.to_list()
     assert again == rows
 
 
 @pytest.mark.parametrize("method", ["dpo", "orpo"])
 @pytest.mark.parametrize("start", ["base", "sft_beta"])
 def test_dpo_and_orpo_train_on_the_preference_pairs(method, start, cache_dir):
-    data = training_data(method, start, config_for(N, N), seed=0, cache_dir=cache_dir)
+    data = training_data(METHODS[method], start, config_for(N, N), seed=0, cache_dir=cache_dir)
     assert data.parts == ("pairs",) and set(data.dataset.column_names) == {
         "prompt_id",
         "prompt",
@@ -754,7 +756,7 @@ def test_dpo_and_orpo_train_on_the_preference_pairs(method, start, cache_dir):
 
 @pytest.mark.parametrize("method", ["sft", "ift"])
 def test_sft_beta_sft_and_ift_train_on_the_chosen_answers_only(method, cache_dir):
-    data = training_data(method, "sft_beta", config_for(N, N), seed=0, cache_dir=cache_dir)
+    data = training_data(METHODS[method], "sft_beta", config_for(N, N), seed=0, cache_dir=cache_dir)
     assert (
         data.parts == ("chosen",) and len(data.dataset) == N and set(data.dataset["prompt_id"]) <= PREFS_IDS
     )
@@ -764,7 +766,7 @@ def test_sft_beta_sft_and_ift_train_on_the_chosen_answers_only(method, cache_dir
 def test_every_method_sees_the_same_ultrafeedback_rows_at_a_seed(cache_dir):
     config = config_for(N, N)
     chosen_ids = [
-        set(training_data(method, start, config, seed=2, cache_dir=cache_dir).dataset["prompt_id"])
+        set(training_data(METHODS[method], start, config, seed=2, cache_dir=cache_dir).dataset["prompt_id"])
         & PREFS_IDS
         for method, start in [("sft", "base"), ("ift", "sft_beta"), ("dpo", "base"), ("orpo", "sft_beta")]
     ]
@@ -772,10 +774,13 @@ def test_every_method_sees_the_same_ultrafeedback_rows_at_a_seed(cache_dir):
 
 
 def test_sft_dpo_is_sft_on_chat_then_dpo_on_pairs(cache_dir):
-    assert SFT_DPO_STAGES == (("sft", "chat"), ("dpo", None))
+    halves = METHODS["sft_dpo"].halves
+    node = yaml.safe_load((CONF_DIR / "method" / "sft_dpo.yaml").read_text())
+    assert halves == ("sft", "dpo") and node["sft"]["targets"] == "chat" and "targets" not in node["dpo"]
     sft_stage, dpo_stage = (
-        training_data(method, "base", config_for(N, N), seed=0, targets=targets, cache_dir=cache_dir)
-        for method, targets in SFT_DPO_STAGES
+        training_data(METHODS[half], "base", config_for(N, N), seed=0, targets=node[half].get("targets"),
+                      cache_dir=cache_dir)
+        for half in halves
     )
     assert sft_stage.parts == ("chat",) and len(sft_stage.dataset) == N
     assert set(sft_stage.dataset["prompt_id"]) <= CHAT_IDS
@@ -783,15 +788,15 @@ def test_sft_dpo_is_sft_on_chat_then_dpo_on_pairs(cache_dir):
 
 
 def test_data_plan_rejects_unknown_or_meaningless_choices():
-    assert data_plan("ift", "base") == ("chat", "chosen") and data_plan("sft", "sft_beta") == ("chosen",)
-    for args in (
-        ("ppo", "base", None),
+    assert data_plan(METHODS["ift"], "base") == ("chat", "chosen") and data_plan(METHODS["sft"], "sft_beta") == ("chosen",)
+    for name, start, targets in (
+        ("sft_dpo", "base", None),  # two runs, each loading its own data
         ("sft", "instruct", None),
         ("dpo", "base", "chat"),
         ("sft", "base", "all"),
     ):
         with pytest.raises(ValueError):
-            data_plan(*args)
+            data_plan(METHODS[name], start, targets)
 
 
 def test_summary_is_json_ready_and_reports_skips(cache_dir):
@@ -801,7 +806,7 @@ def test_summary_is_json_ready_and_reports_skips(cache_dir):
         n_chat=None,  # read every row, so both bad ones are met
         n_prefs=3,
     )
-    data = training_data("sft", "base", config, seed=0, cache_dir=cache_dir)
+    data = training_data(METHODS["sft"], "base", config, seed=0, cache_dir=cache_dir)
     summary = json.loads(json.dumps(data.summary()))
     assert summary["rows"] == 6 and summary["part_sizes"] == {"chat": 3, "chosen": 3}
     assert (
@@ -845,7 +850,7 @@ def test_toyworld_style_config_reads_plain_files_end_to_end(cache_dir):
     assert config.chat_train == DataSource(str(WORLD / "chat/train.jsonl"), "train")
     assert config.prefs_test == DataSource(str(WORLD / "prefs/test.jsonl"), "test")
     assert (config.n_chat, config.n_prefs, config.max_prompt_tokens) == (3, None, None)
-    data = training_data("ift", "base", config, seed=0, cache_dir=cache_dir)
+    data = training_data(METHODS["ift"], "base", config, seed=0, cache_dir=cache_dir)
     assert data.part_sizes == {"chat": 3, "chosen": 4}  # n_prefs=None: every preference row
     with pytest.raises(ValueError, match="chat_train and prefs_train"):
         DataConfig.from_mapping({"chat_train": "x.jsonl"})

@@ -23,7 +23,7 @@ def root(tmp_path_factory):
     """A repo-like root: the smoke world under outputs/world and a random small checkpoint under ckpt/."""
     from transformers import AutoTokenizer
 
-    from ift.train.checkpoints import save_checkpoint
+    from ift.checkpoints import save_checkpoint
     from ift.train.start_points import build_tiny_model
     root = tmp_path_factory.mktemp("eval_root")
     cfg = compose(["profile=smoke"], root=root)
@@ -73,8 +73,8 @@ def test_both_evaluations_write_their_documented_files_offline(root, tmp_path, n
 
 @pytest.mark.parametrize("breakage", ["missing", "no_weights", "bad_config"])
 def test_a_missing_or_broken_checkpoint_fails_at_once(root, tmp_path, breakage):
+    from ift.checkpoints import CheckpointError
     from ift.evaluate.app import run_from_config
-    from ift.train.checkpoints import CheckpointError
 
     ckpt = tmp_path / "ckpt"
     if breakage != "missing":

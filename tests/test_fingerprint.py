@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from conftest import REPO_ROOT
-from ift import fingerprint
+from ift import fingerprint, numerics
 from ift.numerics import env_for, mismatches
 
 
@@ -51,10 +51,10 @@ def test_bad_settings_are_refused(tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text("profile: tiny\n")
     with pytest.raises(SystemExit, match="no `cpu_numerics` block"):
-        fingerprint.load_settings(params)
+        numerics.load_settings(params)
     params.write_text("cpu_numerics: {threads: 2, mkl: AVX2}\n")
     with pytest.raises(ValueError, match=r"cpu_numerics: unknown key\(s\) \['mkl'\]"):
-        fingerprint.load_settings(params)
+        numerics.load_settings(params)
     with pytest.raises(SystemExit, match="--record writes the hash of the pinned settings only"):
         fingerprint.main(["--set", "mkl_cbwr=COMPATIBLE", "--record", "--config", str(_small_config(tmp_path))])
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from omegaconf import open_dict
 
 from conftest import compose
-from ift.train.checkpoints import CheckpointError, check_checkpoint_dir, load_causal_lm
+from ift.checkpoints import CheckpointError, check_checkpoint_dir, load_causal_lm
 from ift.train.validate import ConfigError, validate_train_config
 
 IFT_KEYS = {

@@ -11,7 +11,7 @@ import copy
 import pytest
 import torch
 
-from ift import losses
+from ift import logprobs, losses
 from ift.train.ift_trainer import IFTOptions, IFTTrainer
 from ift.train.sequence_mean import SequenceMeanSFTTrainer
 from tiny_lm import qa_rows, tiny_model, tiny_tokenizer
@@ -133,7 +133,7 @@ def test_sequence_mean_sft_is_the_per_sequence_mean_nll_at_any_accumulation(tmp_
                                          attention_mask=full_batch["attention_mask"]).logits
             token_mean = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1),
                                                            full_batch["labels"][:, 1:].flatten(), ignore_index=-100)
-            token_logps, mask = losses.gather_label_logps(logits, full_batch["labels"])
+            token_logps, mask = logprobs.gather_label_logps(logits, full_batch["labels"])
             per_sequence = -losses.sequence_logps(token_logps, mask, average=True).mean()
         assert abs(float(token_mean) - float(per_sequence)) > 1e-4
 
@@ -172,7 +172,7 @@ def test_pass1_greedy_tokens_match_full_logits(tok):
     with torch.no_grad():
         logits = trainer.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     assert torch.equal(greedy, logits.argmax(-1))
-    ref_logps, ref_mask = losses.gather_label_logps(logits, batch["labels"])
+    ref_logps, ref_mask = logprobs.gather_label_logps(logits, batch["labels"])
     assert torch.equal(mask, ref_mask)
     torch.testing.assert_close(logps, ref_logps, rtol=1e-5, atol=1e-5)
 

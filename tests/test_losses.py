@@ -12,16 +12,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from ift.logprobs import (
+    chunked_argmax,
+    chunked_greedy_and_label_logps,
+    chunked_label_logps,
+    gather_label_logps,
+)
 from ift.losses import (
     PROPAGATION_NORMS,
     PROPAGATION_SIDES,
     PROPAGATION_TYPES,
-    chunked_argmax,
-    chunked_greedy_and_label_logps,
-    chunked_label_logps,
     discounted_cumsum,
     dpo_loss,
-    gather_label_logps,
     ift_linear_loss,
     ift_loss,
     ift_sequence_losses,

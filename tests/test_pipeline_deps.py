@@ -1,7 +1,7 @@
 """Every stage's dependencies cover the code it runs: the static import closure of its entry module.
 
 DVC reruns a stage when one of its `deps` changes. A source file the stage imports but does not list (say the
-evaluation's `ift.train.checkpoints`, which attaches the chat template) could change the stage's results without
+evaluation's `ift.checkpoints`, which attaches the chat template) could change the stage's results without
 DVC noticing. The closure follows every `import ift...` / `from ift... import ...` statement, at any depth
 (function-level imports included), plus the package `__init__` files Python runs on the way.
 """
@@ -78,7 +78,7 @@ def stages():
 def test_closure_follows_function_level_imports():
     files = {str(f.relative_to(SRC)) for f in closure(stage_entry("python -m ift.evaluate out=x"))}
     assert "ift/evaluate/__main__.py" in files and "ift/__init__.py" in files
-    assert "ift/train/checkpoints.py" in files  # imported inside a function of ift.evaluate.app
+    assert "ift/checkpoints.py" in files  # imported inside a function of ift.evaluate.app
 
 
 def test_every_stage_depends_on_every_source_file_it_imports(stages):
@@ -90,3 +90,15 @@ def test_every_stage_depends_on_every_source_file_it_imports(stages):
             if not any(file == dep or dep in file.parents for dep in deps):
                 problems.append(f"{stage.addressing}: {file.relative_to(REPO_ROOT)}")
     assert not problems, "stage imports a file its deps do not cover:\n" + "\n".join(problems)
+
+
+def test_no_stage_depends_on_source_it_never_imports(stages):
+    """A stale dep (code the stage no longer imports) reruns the stage, and everything after it, for nothing."""
+    stale = []
+    for stage in stages:
+        files = closure(stage_entry(stage.cmd))
+        for dep in stage.deps:
+            path = REPO_ROOT / dep.def_path
+            if dep.def_path.startswith("src/") and not any(file == path or path in file.parents for file in files):
+                stale.append(f"{stage.addressing}: {dep.def_path}")
+    assert not stale, "stage depends on source it never imports:\n" + "\n".join(sorted(set(stale)))

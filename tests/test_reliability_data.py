@@ -22,7 +22,6 @@ from conftest import compose
 from ift.data import (
     CHAT,
     PREFERENCE,
-    TRAINER_OF_METHOD,
     DataConfig,
     DataError,
     DataSource,
@@ -33,6 +32,7 @@ from ift.data import (
 )
 from ift.data.fit import fit_defect
 from ift.data.format import PREFERENCE_FEATURES, PROMPT_COMPLETION_FEATURES
+from ift.methods import METHODS
 
 # Answers that are valid strings and also spell JSON values: datasets' Json column read them back as values.
 JSON_LOOKING_ANSWERS = ["4", '"Canberra"', "42", "true", "null", "[1, 2, 3]", "1e3", "007", " 5 "]
@@ -78,10 +78,9 @@ def test_string_answers_that_look_like_json_are_kept_exactly_as_written(tmp_path
     assert answers(kept) == JSON_LOOKING_ANSWERS  # "4" still the string "4", '"Canberra"' keeps its quotes
     assert all(type(answer) is str for answer in answers(kept))
     assert report.skipped == {"bad_type": 1} and report.first_rows == {"bad_type": [3]}
-    formatted = training_data(
-        "sft", "sft_beta", DataConfig(chat_train=DataSource(str(path), "train"), prefs_train=DataSource(
-            str(write_jsonl(tmp_path / "prefs.jsonl", [pref_row("q", "42", "null")])), "train")), seed=0
-    ).dataset
+    prefs = write_jsonl(tmp_path / "prefs.jsonl", [pref_row("q", "42", "null")])
+    config = DataConfig(chat_train=DataSource(str(path), "train"), prefs_train=DataSource(str(prefs), "train"))
+    formatted = training_data(METHODS["sft"], "sft_beta", config, seed=0).dataset
     assert formatted[0]["completion"] == [{"role": "assistant", "content": "42"}]
 
 
@@ -189,7 +188,7 @@ def test_the_rows_counted_as_not_fitting_are_exactly_the_rows_trl_leaves_untrain
     trained = rows_trained_on(method, trainer)
     predicted = {
         row["prompt_id"] for row in rows
-        if fit_defect(tiny_tokenizer(), row, TRAINER_OF_METHOD[method], MAX_LENGTH) is None
+        if fit_defect(tiny_tokenizer(), row, METHODS[method].tokenised_as, MAX_LENGTH) is None
     }
     assert predicted == trained
     assert 0 < len(trained) < len(rows)  # the boundary lies inside the rows
@@ -214,7 +213,7 @@ def test_data_json_counts_every_row_the_trainer_would_not_see_and_the_trainer_se
 
     lengths = [0, 1, 2, 3, 9, 0, 1, 12, 2, 3]  # 4 + 9 and 4 + 12 do not fit (9 + k >= 14); 10 % of each part
     config = replace(world_files(tmp_path, lengths), on_error="raise")  # the tiny profile's mode: still counted
-    data = training_data(method, "base", config, seed=0, tokenizer=tiny_tokenizer(), max_length=MAX_LENGTH)
+    data = training_data(METHODS[method], "base", config, seed=0, tokenizer=tiny_tokenizer(), max_length=MAX_LENGTH)
     summary = json.loads(json.dumps(data.summary()))
     for part, report in summary["skips"].items():
         assert report["skipped"] == {"prompt_fills_max_length": 2}, part
@@ -232,7 +231,7 @@ def test_a_run_still_gets_n_rows_when_some_do_not_fit(tmp_path):
     from tiny_lm import tiny_tokenizer
 
     config = replace(world_files(tmp_path, [0, 9, 1, 10, 2, 3, 0, 1]), n_prefs=6)  # 6 of 8 fit
-    data = training_data("dpo", "base", config, seed=0, tokenizer=tiny_tokenizer(), max_length=MAX_LENGTH)
+    data = training_data(METHODS["dpo"], "base", config, seed=0, tokenizer=tiny_tokenizer(), max_length=MAX_LENGTH)
     report = data.reports["pairs"]
     assert len(data.dataset) == 6 and report.rows_kept == 6  # the walk went past the 2 rows that do not fit
     assert report.rows_read == 8 and report.skipped == {"prompt_fills_max_length": 2}
@@ -242,7 +241,7 @@ def test_nothing_is_reported_when_every_row_fits(tmp_path):
     """data.json on clean data is unchanged: a reason appears only when it occurred."""
     from tiny_lm import tiny_tokenizer
 
-    data = training_data("ift", "base", world_files(tmp_path, [0, 1, 2]), seed=0, tokenizer=tiny_tokenizer(),
+    data = training_data(METHODS["ift"], "base", world_files(tmp_path, [0, 1, 2]), seed=0, tokenizer=tiny_tokenizer(),
                          max_length=256)
     for report in data.summary()["skips"].values():
         assert report["skipped"] == {} and report["first_errors"] == {} and report["rows_skipped"] == 0
@@ -254,9 +253,9 @@ def test_too_many_rows_not_fitting_refuses_the_run_naming_max_length(tmp_path):
     config = world_files(tmp_path, [0, 9, 10, 11, 12, 1])  # 4 of 6 do not fit
     with pytest.raises(DataError, match=r"67% of the rows are malformed or too long.*max_skip_fraction=0\.5"
                                         r".*prompt_fills_max_length.*max_length=14"):
-        training_data("sft", "base", config, seed=0, tokenizer=tiny_tokenizer(), max_length=MAX_LENGTH)
+        training_data(METHODS["sft"], "base", config, seed=0, tokenizer=tiny_tokenizer(), max_length=MAX_LENGTH)
     with pytest.raises(DataError, match=r"no usable rows .*'prompt_fills_max_length': 6.*max_length=8 leaves"):
-        training_data("orpo", "base", config, seed=0, tokenizer=tiny_tokenizer(), max_length=8)
+        training_data(METHODS["orpo"], "base", config, seed=0, tokenizer=tiny_tokenizer(), max_length=8)
 
 
 def test_the_train_app_refuses_a_max_length_no_prompt_fits_naming_max_length(tmp_path, monkeypatch):
@@ -288,7 +287,7 @@ def test_a_100k_character_prompt_is_skipped_and_counted_never_an_oversized_seque
 
     huge = pref_row("what color is the zorb" + " big" * (HUGE // 4) + " ?", "the zorb is red .", "the zorb is blue .")
     config = world_files(tmp_path, [0, 1, 2, 3, 0, 1, 2, 3], extra_prefs=[{**huge, "prompt_id": "huge"}])
-    data = training_data(method, "sft_beta", config, seed=0, tokenizer=tiny_tokenizer(), max_length=64)
+    data = training_data(METHODS[method], "sft_beta", config, seed=0, tokenizer=tiny_tokenizer(), max_length=64)
     part = "pairs" if method in ("dpo", "orpo") else "chosen"
     report = data.reports[part]
     assert report.skipped == {"prompt_fills_max_length": 1} and report.first_rows == {"prompt_fills_max_length": [8]}

@@ -17,7 +17,7 @@ from conftest import compose
 
 @pytest.fixture
 def no_model_loading(monkeypatch):
-    import ift.train.checkpoints as checkpoints
+    import ift.checkpoints as checkpoints
 
     def forbidden(*args, **kwargs):
         raise AssertionError("a model was loaded before the config was checked")
@@ -74,8 +74,8 @@ class _FakeModel:
 def test_the_next_evaluation_removes_a_killed_ones_work_dir_only(tmp_path, monkeypatch):
     """Through evaluate_checkpoint: a dead pid's ift-eval dir goes; a running process's, an unnamed (older) one and
     anything else stay; this evaluation's own dir carries its pid and is gone afterwards."""
+    import ift.checkpoints as checkpoints
     import ift.evaluate.app as app
-    import ift.train.checkpoints as checkpoints
 
     temp = tmp_path / "tmp"
     temp.mkdir()

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from ift.grid import load_grid
 from ift.report import plots
-from ift.report.build import IncompleteResults, build_report, load_grid
+from ift.report.build import IncompleteResults, build_report
 
 TASKS = ("arc", "arc_gen", "mmlu", "truthfulqa_mc2", "winogrande", "gsm8k")
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from ift.grid import parse_name
 from ift.report.build import (
     IncompleteResults,
     build_report,
@@ -15,7 +16,7 @@ from ift.report.build import (
     readme_section,
     update_readme,
 )
-from ift.report.tables import mean_std, parse_name
+from ift.report.tables import mean_std
 
 TASKS = ("arc", "arc_gen", "mmlu", "truthfulqa_mc2", "winogrande", "gsm8k")
 

@@ -8,12 +8,13 @@ import math
 import pytest
 import yaml
 
+from ift.grid import methods_at
 from ift.report import claims
 from ift.report.build import build_report
 from ift.report.claims import ClaimDataError, Statement, Term
 from ift.report.deltas import delta_rows
 from ift.report.published import DEFAULT_FILE, PublishedDataError, load_published
-from ift.report.tables import Cell, methods_at, row_title
+from ift.report.tables import Cell, row_title
 from test_report import TASKS, _write_eval
 
 

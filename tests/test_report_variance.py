@@ -8,9 +8,10 @@ import io
 
 import pytest
 
+from ift.grid import eval_name, load_grid
 from ift.report import variance
-from ift.report.build import build_report, load_grid
-from ift.report.tables import collect, eval_name
+from ift.report.build import build_report
+from ift.report.tables import collect
 from test_report import TASKS, _write_eval
 
 

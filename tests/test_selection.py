@@ -51,7 +51,7 @@ def test_the_verdict_change_table_marks_exactly_the_changed_claims():
 
 
 def test_the_selection_grid_keeps_the_tables_replicates_only():
-    from ift.report.build import Grid
+    from ift.grid import Grid
 
     grid = Grid(["sft", "ift"], ["base", "sft_beta"], [0, 1, 2], "tiny", ["dpo"], [1, 2])
     data = yaml.safe_load(grid_file_text(grid))

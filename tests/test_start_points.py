@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import compose
-from ift.train.checkpoints import CheckpointError, check_checkpoint_dir, load_causal_lm
+from ift.checkpoints import CheckpointError, check_checkpoint_dir, load_causal_lm
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("smoke_pipeline")]
 

@@ -13,7 +13,7 @@ from ift.train.validate import ConfigError, validate_train_config
 @pytest.fixture
 def no_model_loading(monkeypatch):
     """Fail loudly if anything tries to load a model: validation must come first."""
-    import ift.train.checkpoints as checkpoints
+    import ift.checkpoints as checkpoints
 
     def forbidden(*args, **kwargs):
         raise AssertionError("a model was loaded before the config was validated")
@@ -66,8 +66,8 @@ def test_missing_init_from_is_a_config_error(tmp_path, no_model_loading):
 @pytest.mark.xdist_group("smoke_pipeline")
 @pytest.mark.parametrize("method", ["sft", "ift", "dpo", "orpo", "sft_dpo"])
 def test_each_method_trains_on_the_smoke_profile_and_its_loss_falls(smoke_root, method):
+    from ift.checkpoints import check_checkpoint_dir
     from ift.train.app import run_training
-    from ift.train.checkpoints import check_checkpoint_dir
 
     cfg = compose(["profile=smoke", f"method={method}", "logger=none"], root=smoke_root)
     run_dir = run_training(cfg)

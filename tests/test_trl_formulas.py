@@ -2,7 +2,7 @@
 
 The policy is perturbed away from its reference so that every term is non-trivial (at the start DPO's loss is
 log 2 whatever the code does). Sequence log-probs for our side are computed from the model's logits with
-ift.losses.gather_label_logps, independently of TRL's own log-prob code.
+ift.logprobs.gather_label_logps, independently of TRL's own log-prob code.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ift import losses
+from ift import logprobs, losses
 from tiny_lm import pref_rows, tiny_model, tiny_tokenizer
 
 
@@ -32,7 +32,7 @@ def _perturb(model, seed=0, scale=0.3):
 
 def _sequence_logps(model, input_ids, attention_mask, labels, average=False):
     logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
-    token_logps, mask = losses.gather_label_logps(logits, labels)
+    token_logps, mask = logprobs.gather_label_logps(logits, labels)
     return losses.sequence_logps(token_logps, mask, average=average)
 
 
@@ -80,7 +80,7 @@ def test_trl_orpo_loss_equals_orpo_formula(saved_tiny, tmp_path):
         for side in ("chosen", "rejected"):
             logits = trainer.model(input_ids=batch[f"{side}_input_ids"],
                                    attention_mask=batch[f"{side}_attention_mask"]).logits
-            sides[side] = losses.gather_label_logps(logits, batch[f"{side}_labels"])
+            sides[side] = logprobs.gather_label_logps(logits, batch[f"{side}_labels"])
     chosen_mean = losses.sequence_logps(*sides["chosen"], average=True)
     rejected_mean = losses.sequence_logps(*sides["rejected"], average=True)
     per_pair, log_odds = losses.orpo_loss(chosen_mean, rejected_mean, beta=0.25)
@@ -89,7 +89,7 @@ def test_trl_orpo_loss_equals_orpo_formula(saved_tiny, tmp_path):
     # included (see TRL's concatenated_forward). Pin that behaviour so a TRL change is noticed.
     logits = trainer.model(input_ids=batch["chosen_input_ids"], attention_mask=batch["chosen_attention_mask"]).logits
     full_labels = batch["chosen_input_ids"].masked_fill(batch["chosen_attention_mask"] == 0, -100)
-    full_logps, full_mask = losses.gather_label_logps(logits.detach(), full_labels)
+    full_logps, full_mask = logprobs.gather_label_logps(logits.detach(), full_labels)
     full_sequence_nll = -(full_logps * full_mask).sum() / full_mask.sum()
     odds_term = torch.nn.functional.logsigmoid(log_odds).mean()
     torch.testing.assert_close(trl_loss, full_sequence_nll - 0.25 * odds_term, rtol=1e-5, atol=1e-6)
@@ -118,7 +118,7 @@ def test_our_orpo_trainer_loss_equals_the_orpo_formula(saved_tiny, tmp_path):
         for side in ("chosen", "rejected"):
             logits = trainer.model(input_ids=batch[f"{side}_input_ids"],
                                    attention_mask=batch[f"{side}_attention_mask"]).logits
-            means[side] = losses.sequence_logps(*losses.gather_label_logps(logits, batch[f"{side}_labels"]),
+            means[side] = losses.sequence_logps(*logprobs.gather_label_logps(logits, batch[f"{side}_labels"]),
                                                 average=True)
     expected, _ = losses.orpo_loss(means["chosen"], means["rejected"], beta=0.25)
     torch.testing.assert_close(loss, expected.mean(), rtol=1e-5, atol=1e-6)

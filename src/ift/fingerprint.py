@@ -28,21 +28,10 @@ import time
 from pathlib import Path
 
 import ift  # noqa: F401  (offline defaults)
-from ift.numerics import env_for
+from ift.numerics import env_for, load_settings
 from ift.paths import REPO_ROOT
 
 REEXEC_MARK = "IFT_FINGERPRINT_PINNED"
-
-
-def load_settings(params_file: Path) -> dict:
-    import yaml
-
-    params = yaml.safe_load(Path(params_file).read_text()) or {}
-    settings = params.get("cpu_numerics")
-    if not isinstance(settings, dict):
-        raise SystemExit(f"{params_file}: no `cpu_numerics` block (threads, aten_cpu_capability, mkl_cbwr, ...)")
-    env_for(settings)  # unknown keys fail here
-    return settings
 
 
 def compute(config: dict, workdir: Path) -> tuple[str, dict]:

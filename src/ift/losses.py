@@ -1,6 +1,17 @@
-"""Loss math for SFT, DPO, ORPO and Intuitive Fine-Tuning (IFT), in one place, as pure torch functions.
+"""Every method's loss, as pure torch functions of per-token log-probs; the formulas a reader checks.
 
-The trainers call these functions; nothing here knows about models, tokenizers or trainers.
+Nothing here knows about models, tokenizers or trainers; log-probs come from ift.logprobs.
+
+| method | formula (one optimiser step over sequences i; T_i response tokens) | trained by | here |
+|---|---|---|---|
+| SFT, token mean | -Σ_i Σ_t log p(y_it) / Σ_i T_i | TRL's SFTTrainer (its own loss) | :func:`sft_loss` (tests) |
+| SFT, sequence mean (the authors') | -mean_i (1/T_i) Σ_t log p(y_it) | SequenceMeanSFTTrainer | :func:`sft_loss` |
+| DPO | -log σ(β[(log π_w - log π_ref,w) - (log π_l - log π_ref,l)]) | TRL's DPOTrainer | :func:`dpo_loss` (tests, Frozen Lake) |
+| ORPO | -mean log p(y_w) / T_w - β log σ(log odds_w - log odds_l) | ResponseNLLORPOTrainer (TRL's, NLL fixed) | :func:`orpo_loss` (tests, Frozen Lake) |
+| IFT | mean_i Σ_t w_it · (-log p(y_it | (1-λ)E(x) + λE(x̃))) | IFTTrainer | :func:`ift_loss` and its parts |
+
+"(tests)": the trainer computes the loss itself; tests/test_trl_formulas.py checks TRL's value and gradients
+against the function here. Frozen Lake (ift.frozen_lake) trains with these functions directly.
 
 Notation (the contract every function follows): a batch of sequences (prompt + response) with HF-style
 ``labels`` aligned to ``input_ids``, ``labels == -100`` on prompt and padding tokens. Position ``t`` predicts
@@ -9,20 +20,21 @@ label ``t + 1``, so per-token log-probs ``token_logps`` have shape ``[B, L-1]`` 
 never produce NaN: they get zero weights and a zero loss and are left out of every mean over sequences.
 
 IFT (Hua et al., arXiv 2405.11870) in short: pass 1 predicts the greedy next token at every position
-(:func:`chunked_argmax`); the response tokens are replaced by those "intuitions"
+(ift.logprobs.chunked_argmax); the response tokens are replaced by those "intuitions"
 (:func:`intuition_input_ids`); pass 2 runs on the mixture ``(1-λ)·embed(x) + λ·embed(x̃)``
 (:func:`mix_embeddings`, λ from :func:`lambda_at`) and its token losses are re-weighted along the sequence
-(:func:`propagation_weights`, :func:`ift_loss`). The weighting follows the authors' ``get_cumsum_weight``.
+(:func:`propagation_weights`, :func:`ift_loss`); w above is those weights. The weighting follows the authors'
+``get_cumsum_weight`` (docs/design.md).
 """
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 
-IGNORE_INDEX = -100
+from ift.logprobs import DEFAULT_CHUNK_SIZE, IGNORE_INDEX, at_least_float32
 
 REDUCTIONS = ("sequence_mean", "token_mean")
 PROPAGATION_TYPES = ("loss", "logps", "mask")
@@ -31,7 +43,6 @@ PROPAGATION_NORMS = ("L1", "L2", "softmax", "log")
 LAMBDA_SCHEDULES = (None, "linear")
 LAMBDA_DISTURBANCES = (None, "normal")
 
-DEFAULT_CHUNK_SIZE = 1024
 # The reference implementation parks off-mask positions of the right-side cumulative sum at this value
 # before inverting it, so they get (almost) zero weight; kept so that the batch-global shift matches it.
 _RIGHT_SIDE_OFF_MASK_VALUE = 1e6
@@ -48,219 +59,6 @@ def _check_choice(option: str, value: object, allowed: Sequence[object]) -> None
 def _check_unit_interval(option: str, value: float) -> None:
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"{option} must lie in [0, 1], got {value!r}")
-
-
-def _check_chunk_size(chunk_size: int) -> None:
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive number of positions, got {chunk_size!r}")
-
-
-# --------------------------------------------------------------------------------------------------------
-# Per-token log-probs from logits (plain and chunked) and greedy predictions
-# --------------------------------------------------------------------------------------------------------
-
-
-def _at_least_float32(values: torch.Tensor) -> torch.Tensor:
-    """Upcast half precision to float32 (bf16 log-softmax loses whole nats); float64 stays float64."""
-    return values.to(torch.promote_types(values.dtype, torch.float32))
-
-
-def _label_logps_from_logits(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """log softmax(logits)[target] in at least float32.
-
-    ``logit[target] - logsumexp(logits)`` instead of a full ``log_softmax`` so no second ``[..., V]`` tensor.
-    """
-    logits = _at_least_float32(logits)
-    target_logits = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    return target_logits - logits.logsumexp(-1)
-
-
-def _shifted_targets(labels: torch.Tensor, ignore_index: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Targets of positions 0..L-2 (label t+1) with ignored ones replaced by a valid index, and the mask."""
-    targets = labels[:, 1:]
-    response_mask = targets != ignore_index
-    return targets.masked_fill(~response_mask, 0), response_mask
-
-
-def gather_label_logps(
-    logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token log-prob of the next label: ``(token_logps [B, L-1], response_mask [B, L-1] bool)``.
-
-    ``token_logps[b, t] = log softmax(logits[b, t])[labels[b, t+1]]``, zero where the label is ignored.
-    """
-    targets, response_mask = _shifted_targets(labels, ignore_index)
-    token_logps = _label_logps_from_logits(logits[:, :-1], targets)
-    return token_logps.masked_fill(~response_mask, 0.0), response_mask
-
-
-def _lm_head_rows(hidden_states: torch.Tensor, lm_head_weight: torch.Tensor) -> tuple[torch.Tensor, int, int]:
-    """Flatten positions 0..L-2 of ``[B, L, H]`` hidden states into rows ``[B*(L-1), H]`` for the LM head."""
-    if hidden_states.dim() != 3 or hidden_states.shape[-1] != lm_head_weight.shape[-1]:
-        raise ValueError(
-            f"hidden_states must be [B, L, H] with H = lm_head_weight.shape[1]; got {tuple(hidden_states.shape)}"
-            f" and lm_head_weight {tuple(lm_head_weight.shape)}"
-        )
-    batch, length, hidden = hidden_states.shape
-    return hidden_states.reshape(batch * length, hidden), batch, length
-
-
-def _response_rows(
-    hidden_states: torch.Tensor, labels: torch.Tensor, lm_head_weight: torch.Tensor, ignore_index: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The rows the LM head must score: hidden states ``[n, H]`` of the n positions whose next label counts, their
-    targets ``[n]``, their flat indices into ``[B*L]`` and the response mask ``[B, L-1]``."""
-    all_rows, _, _ = _lm_head_rows(hidden_states, lm_head_weight)
-    targets, response_mask = _shifted_targets(labels, ignore_index)
-    # Row b*L + t of the flattened [B*L, H] hidden states predicts labels[b, t+1]; position L-1 predicts nothing.
-    index = F.pad(response_mask, (0, 1), value=False).reshape(-1).nonzero().squeeze(1)
-    targets = F.pad(targets, (0, 1), value=0).reshape(-1).index_select(0, index)
-    return all_rows.index_select(0, index), targets, index, response_mask
-
-
-class _ChunkedLabelLogps(torch.autograd.Function):
-    """log softmax(rows @ W.T + b)[target] for ``[n, H]`` rows, ``chunk_size`` rows at a time, logits never kept.
-
-    Forward keeps only the per-row log-sum-exp ``[n]`` (besides its inputs). Backward recomputes each chunk's logits
-    (one extra LM-head matmul per chunk) and turns them in place into the logits' gradient
-    ``g · (onehot(target) - softmax)``, so one ``[chunk_size, V]`` float32 buffer exists at a time, in forward and in
-    backward (plus its compute-dtype twin in half precision). The weight and bias gradients are accumulated over
-    chunks in at least float32. Under autocast the matmuls run in the autocast dtype, as ``F.linear`` would.
-    """
-
-    @staticmethod
-    def forward(ctx, rows, targets, weight, bias, chunk_size):
-        device = rows.device.type
-        compute = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else rows.dtype
-        ctx.input_dtypes = (rows.dtype, weight.dtype, None if bias is None else bias.dtype)
-        ctx.chunk_size = chunk_size
-        with torch.autocast(device, enabled=False):
-            rows, weight = rows.to(compute), weight.to(compute)
-            bias = None if bias is None else bias.to(compute)
-            out_dtype = torch.promote_types(compute, torch.float32)
-            token_logps = torch.empty(rows.shape[0], dtype=out_dtype, device=rows.device)
-            log_normalisers = torch.empty_like(token_logps)
-            for start in range(0, rows.shape[0], chunk_size):
-                chunk = slice(start, start + chunk_size)
-                logits = _at_least_float32(F.linear(rows[chunk], weight, bias))
-                target_logits = logits.gather(-1, targets[chunk, None]).squeeze(-1)
-                row_max = logits.amax(-1, keepdim=True)
-                # log-sum-exp in place (torch.logsumexp would allocate a second [chunk, V] temporary)
-                log_normalisers[chunk] = logits.sub_(row_max).exp_().sum(-1).log_() + row_max.squeeze(-1)
-                token_logps[chunk] = target_logits - log_normalisers[chunk]
-        ctx.save_for_backward(rows, targets, weight, bias, log_normalisers)
-        return token_logps
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_logps):
-        rows, targets, weight, bias, log_normalisers = ctx.saved_tensors
-        need_rows, _, need_weight, need_bias, _ = ctx.needs_input_grad
-        rows_dtype, weight_dtype, bias_dtype = ctx.input_dtypes
-        accumulate = torch.promote_types(weight.dtype, torch.float32)
-        grad_rows = torch.empty_like(rows) if need_rows else None
-        grad_weight = torch.zeros(weight.shape, dtype=accumulate, device=weight.device) if need_weight else None
-        grad_bias = torch.zeros(bias.shape, dtype=accumulate, device=bias.device) if need_bias else None
-        grad_logps = grad_logps.to(log_normalisers.dtype)
-        with torch.autocast(rows.device.type, enabled=False):
-            for start in range(0, rows.shape[0], ctx.chunk_size):
-                chunk = slice(start, start + ctx.chunk_size)
-                scale = grad_logps[chunk, None]
-                # d logp / d logits = onehot(target) - softmax: the softmax is rebuilt in place from the logits
-                grad_logits = _at_least_float32(F.linear(rows[chunk], weight, bias))
-                grad_logits.sub_(log_normalisers[chunk, None]).exp_().mul_(-scale)
-                grad_logits.scatter_add_(-1, targets[chunk, None], scale)
-                if need_bias:
-                    grad_bias += grad_logits.sum(0)
-                grad_logits = grad_logits.to(weight.dtype)
-                if need_rows:
-                    grad_rows[chunk] = grad_logits @ weight
-                if need_weight:
-                    if accumulate == weight.dtype:
-                        grad_weight.addmm_(grad_logits.T, rows[chunk])
-                    else:
-                        grad_weight += grad_logits.T @ rows[chunk]
-        return (
-            None if grad_rows is None else grad_rows.to(rows_dtype),
-            None,
-            None if grad_weight is None else grad_weight.to(weight_dtype),
-            None if grad_bias is None else grad_bias.to(bias_dtype),
-            None,
-        )
-
-
-def chunked_label_logps(
-    hidden_states: torch.Tensor,
-    lm_head_weight: torch.Tensor,
-    labels: torch.Tensor,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
-    lm_head_bias: torch.Tensor | None = None,
-    ignore_index: int = IGNORE_INDEX,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Same result as ``gather_label_logps(F.linear(hidden_states, W, b), labels)`` without full logits.
-
-    Only positions whose next label counts (``labels[:, t+1] != ignore_index``) are scored: their hidden states are
-    gathered into ``n`` rows and the LM head runs over ``chunk_size`` rows at a time, so at most one
-    ``[chunk_size, V]`` float32 logits buffer exists at once, in forward and (recomputed) in backward; see
-    :class:`_ChunkedLabelLogps`. Ignored positions get 0 and no gradient, as on the plain path. Gradients flow to
-    the hidden states, the weight and the bias (cost: one extra LM-head matmul per chunk in backward). Logit
-    soft-capping/scaling (absent in Mistral) is not applied.
-    """
-    _check_chunk_size(chunk_size)
-    rows, targets, index, response_mask = _response_rows(hidden_states, labels, lm_head_weight, ignore_index)
-    logps = _ChunkedLabelLogps.apply(rows, targets, lm_head_weight, lm_head_bias, chunk_size)
-    batch, length = labels.shape
-    token_logps = logps.new_zeros(batch * length).index_copy(0, index, logps)
-    return token_logps.view(batch, length)[:, :-1], response_mask
-
-
-@torch.no_grad()
-def chunked_argmax(
-    hidden_states: torch.Tensor,
-    lm_head_weight: torch.Tensor,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
-    lm_head_bias: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Greedy token ids ``[B, L]`` (argmax of the logits at every position), ``chunk_size`` rows at a time.
-
-    IFT's pass 1 needs only these ids, never the logits, so no gradient and no full ``[B, L, V]`` tensor.
-    """
-    _check_chunk_size(chunk_size)
-    rows, batch, length = _lm_head_rows(hidden_states, lm_head_weight)
-    pieces = [
-        F.linear(rows[start : start + chunk_size], lm_head_weight, lm_head_bias).argmax(-1)
-        for start in range(0, max(rows.shape[0], 1), chunk_size)
-    ]
-    return torch.cat(pieces).view(batch, length)
-
-
-@torch.no_grad()
-def chunked_greedy_and_label_logps(
-    hidden_states: torch.Tensor,
-    lm_head_weight: torch.Tensor,
-    labels: torch.Tensor,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
-    lm_head_bias: torch.Tensor | None = None,
-    ignore_index: int = IGNORE_INDEX,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One chunked LM-head pass, no gradient: greedy ids ``[B, L]`` and label log-probs ``[B, L-1]`` + mask.
-
-    IFT's pass 1 needs the argmax (for the intuition) and, for monitoring, the plain SFT loss on the true
-    inputs; both come from the same ``[chunk_size, V]`` logits, so the head runs once per position.
-    """
-    _check_chunk_size(chunk_size)
-    rows, batch, length = _lm_head_rows(hidden_states, lm_head_weight)
-    targets, response_mask = _shifted_targets(labels, ignore_index)
-    # Row r = (b, t) predicts label t+1; the last position of each sequence has no label (use index 0).
-    padded_targets = F.pad(targets, (0, 1), value=0).reshape(-1)
-    greedy, logps = [], []
-    for start in range(0, max(rows.shape[0], 1), chunk_size):
-        logits = F.linear(rows[start : start + chunk_size], lm_head_weight, lm_head_bias)
-        greedy.append(logits.argmax(-1))
-        logps.append(_label_logps_from_logits(logits, padded_targets[start : start + chunk_size]))
-    greedy_ids = torch.cat(greedy).view(batch, length)
-    token_logps = torch.cat(logps).view(batch, length)[:, :-1]
-    return greedy_ids, token_logps.masked_fill(~response_mask, 0.0), response_mask
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -588,6 +386,51 @@ def mix_embeddings(true_embeds: torch.Tensor, intuition_embeds: torch.Tensor, la
 
 
 # --------------------------------------------------------------------------------------------------------
+# IFT's hyperparameters (conf/method/ift.yaml)
+# --------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IFTOptions:
+    """IFT's hyperparameters (conf/method/ift.yaml); defaults are the paper's (λ = 0.2, γ = 0.95)."""
+
+    max_lambda: float = 0.2
+    min_lambda: float = 0.2
+    lambda_schedule: str | None = None
+    lambda_disturb: str | None = None
+    disturb_std: float = 0.5
+    gamma: float = 0.95
+    propagation_type: str = "loss"
+    propagation_side: str = "left"
+    propagation_norm: str = "L1"
+    linear_form: bool = False  # the paper's Eq. 21 (linear in token losses) instead of the reference code's form
+    memory_efficient: bool = True  # chunked LM head in both passes; False = the plain path (full logits)
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+
+    def validate(self) -> None:
+        """Raise ValueError naming the key for any impossible value (called before any model loads)."""
+        lambda_at(0, max_lambda=self.max_lambda, min_lambda=self.min_lambda, schedule=self.lambda_schedule,
+                  disturb=None, disturb_std=self.disturb_std)
+        if self.lambda_disturb not in LAMBDA_DISTURBANCES:
+            raise ValueError(f"unknown method.lambda_disturb={self.lambda_disturb!r}; "
+                             f"allowed: {list(LAMBDA_DISTURBANCES)}")
+        propagation_weights(torch.zeros(1, 1), torch.ones(1, 1, dtype=torch.bool), gamma=self.gamma,
+                            propagation_type=self.propagation_type, propagation_side=self.propagation_side,
+                            propagation_norm=self.propagation_norm)
+        if self.chunk_size < 1:
+            raise ValueError(f"method.chunk_size must be >= 1, got {self.chunk_size}")
+
+
+def ift_options(method) -> IFTOptions:
+    """IFTOptions from an IFT method node (every key of conf/method/ift.yaml except name/targets)."""
+    fields = {key: method[key] for key in IFTOptions.__dataclass_fields__ if key in method}
+    unknown = set(method) - set(IFTOptions.__dataclass_fields__) - {"name", "targets"}
+    if unknown:
+        raise ValueError(f"unknown key(s) method.{', method.'.join(sorted(unknown))} for method=ift")
+    return IFTOptions(**fields)
+
+
+# --------------------------------------------------------------------------------------------------------
 # Preference losses (reference formulas; the LLM trainers use TRL's, tests check TRL against these)
 # --------------------------------------------------------------------------------------------------------
 
@@ -625,9 +468,9 @@ def orpo_loss(
     ``log_odds_ratio`` = mean of log σ(log_odds). TRL's NLL term is the token-mean cross-entropy of the chosen
     answers over the batch, which equals the mean of ``-lc`` only when the chosen answers have equal length.
     """
-    chosen_mean_logps = _at_least_float32(chosen_mean_logps)
+    chosen_mean_logps = at_least_float32(chosen_mean_logps)
     chosen = chosen_mean_logps.clamp(max=_ORPO_MAX_MEAN_LOGP)
-    rejected = _at_least_float32(rejected_mean_logps).clamp(max=_ORPO_MAX_MEAN_LOGP)
+    rejected = at_least_float32(rejected_mean_logps).clamp(max=_ORPO_MAX_MEAN_LOGP)
     log_odds = (chosen - rejected) - (_log1mexp(chosen) - _log1mexp(rejected))
     losses = -chosen_mean_logps - beta * F.logsigmoid(log_odds)
     return losses, log_odds

@@ -72,3 +72,17 @@ def mismatches(settings) -> list[str]:
     if settings.get("threads") is not None and torch.get_num_threads() != int(settings["threads"]):
         problems.append(f"torch uses {torch.get_num_threads()} threads, pinned {settings['threads']}")
     return problems
+
+
+def load_settings(params_file) -> dict:
+    """params.yaml's ``cpu_numerics`` block; a missing block or an unknown key stops with a message naming the file."""
+    from pathlib import Path
+
+    import yaml
+
+    params = yaml.safe_load(Path(params_file).read_text()) or {}
+    settings = params.get("cpu_numerics")
+    if not isinstance(settings, dict):
+        raise SystemExit(f"{params_file}: no `cpu_numerics` block (threads, aten_cpu_capability, mkl_cbwr, ...)")
+    env_for(settings)  # unknown keys fail here
+    return settings

@@ -68,7 +68,7 @@ def snapshot_callback(directory: Path, fractions: Sequence[float], tokenizer):
     """A TrainerCallback that writes the model (and tokenizer) to ``directory/step-<N>`` at the snapshot steps."""
     from transformers import TrainerCallback
 
-    from ift.train.checkpoints import write_checkpoint
+    from ift.checkpoints import write_checkpoint
 
     class Snapshots(TrainerCallback):
         steps: list[int] = []
@@ -86,8 +86,8 @@ def snapshot_callback(directory: Path, fractions: Sequence[float], tokenizer):
 
 
 def table_runs(grid) -> list[tuple[str, str, int, int]]:
-    """(method, start, seed, chain) of every run the tables average over (ift.report.tables.replicates)."""
-    from ift.report.tables import methods_at, replicates
+    """(method, start, seed, chain) of every run the tables average over (ift.grid.replicates)."""
+    from ift.grid import methods_at, replicates
 
     return [(method, start, seed, chain) for start in grid.starts
             for method in methods_at(start, grid.methods, grid.base_only)
@@ -117,7 +117,7 @@ def select_run(*, method: str, start: str, seed: int, chain: int, profile: str, 
     from omegaconf import OmegaConf
 
     from ift.evaluate.app import evaluate_checkpoint
-    from ift.report.tables import eval_name
+    from ift.grid import eval_name
 
     name = eval_name(start, method, seed, chain)
     committed = Path(root_cfg.paths.runs) / name
@@ -187,8 +187,7 @@ def run(cfg) -> None:
     from omegaconf import OmegaConf
 
     from ift.evaluate.suites import suite_from_config
-    from ift.report.build import load_grid
-    from ift.report.tables import eval_name
+    from ift.grid import eval_name, load_grid
 
     grid = load_grid(Path(cfg.paths.root) / "params.yaml")
     fractions = list(cfg.eval.select_fractions)

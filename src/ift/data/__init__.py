@@ -9,13 +9,10 @@ or raises; :mod:`~ift.data.fit` finds the rows a trainer would train on nothing 
 """
 
 from ift.data.errors import DataError
-from ift.data.fit import FIT_REASONS, PROMPT_FILLS_MAX_LENGTH, TRAINER_OF_METHOD, first_answer_token
+from ift.data.fit import FIT_REASONS, PROMPT_FILLS_MAX_LENGTH, first_answer_token
 from ift.data.format import chosen_as_completion, plain_messages, to_preference, to_prompt_completion
 from ift.data.recipe import (
     DEFAULT_TARGETS,
-    METHODS,
-    SFT_DPO_STAGES,
-    STARTS,
     TARGETS,
     DataConfig,
     TrainingData,
@@ -31,13 +28,9 @@ __all__ = [
     "DEFAULT_TARGETS",
     "DEFECT_KINDS",
     "FIT_REASONS",
-    "METHODS",
     "PREFERENCE",
     "PROMPT_FILLS_MAX_LENGTH",
-    "SFT_DPO_STAGES",
-    "STARTS",
     "TARGETS",
-    "TRAINER_OF_METHOD",
     "DataConfig",
     "DataError",
     "DataSource",

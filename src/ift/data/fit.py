@@ -33,8 +33,7 @@ from ift.data.validate import Defect
 PROMPT_FILLS_MAX_LENGTH = "prompt_fills_max_length"
 FIT_REASONS = (PROMPT_FILLS_MAX_LENGTH,)
 
-SFT, DPO, ORPO = "sft", "dpo", "orpo"  # the three ways TRL tokenises and cuts a row
-TRAINER_OF_METHOD = {"sft": SFT, "ift": SFT, "dpo": DPO, "orpo": ORPO}  # IFTTrainer is an SFTTrainer
+SFT, DPO, ORPO = "sft", "dpo", "orpo"  # the three ways TRL tokenises and cuts a row (ift.methods: tokenised_as)
 
 
 def common_prefix_length(ids: Sequence[int], other_ids: Sequence[int]) -> int:

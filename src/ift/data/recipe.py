@@ -4,7 +4,7 @@ From the base model (``start=base``):
 - ``sft`` / ``ift``: ``n_chat`` UltraChat conversations (last answer as target) plus ``n_prefs`` UltraFeedback
   chosen answers, shuffled together (2N targets when n_chat == n_prefs == N);
 - ``dpo`` / ``orpo``: the ``n_prefs`` UltraFeedback preference pairs;
-- the SFT+DPO baseline is two runs (:data:`SFT_DPO_STAGES`): SFT on the chat rows only (``targets="chat"``),
+- the SFT+DPO baseline is two runs (ift.methods: sft_dpo's halves): SFT on the chat rows only (``targets: chat``),
   then DPO on the preference pairs starting from that checkpoint (the train app's ``init_from``).
 From mistral-7b-sft-beta (``start=sft_beta``, already SFT-ed on UltraChat):
 - ``sft`` / ``ift``: the UltraFeedback chosen answers only; ``dpo`` / ``orpo``: the preference pairs.
@@ -23,11 +23,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 import datasets
 
-from ift.data.fit import SFT, TRAINER_OF_METHOD, row_fit
+from ift.data.fit import SFT, row_fit
 from ift.data.format import (
     PREFERENCE_FEATURES,
     PROMPT_COMPLETION_FEATURES,
@@ -37,10 +37,6 @@ from ift.data.format import (
 )
 from ift.data.source import DataSource, load_examples
 from ift.data.validate import CHAT, PREFERENCE, SkipReport, Validation
-
-METHODS = ("sft", "ift", "dpo", "orpo")
-PAIR_METHODS = ("dpo", "orpo")  # train on chosen/rejected pairs; the others train on single targets
-STARTS = ("base", "sft_beta")
 
 # The parts a training set is made of.
 CHAT_ANSWERS = "chat"  # UltraChat: last assistant answer as completion, earlier turns as prompt
@@ -54,9 +50,6 @@ TARGETS = {
     "chosen": (CHOSEN_ANSWERS,),
 }
 DEFAULT_TARGETS = {"base": "chat+chosen", "sft_beta": "chosen"}
-
-# The SFT+DPO baseline from base, as (method, targets) per run: SFT on UltraChat, then DPO on UltraFeedback.
-SFT_DPO_STAGES = (("sft", "chat"), ("dpo", None))
 
 
 @dataclass(frozen=True)
@@ -137,16 +130,25 @@ PARTS = {
 }
 
 
-def data_plan(method: str, start: str, targets: str | None = None) -> tuple[str, ...]:
+class RunMethod(Protocol):
+    """What the data path needs of a method; ift.methods declares it (the data layer does not import it)."""
+
+    name: str
+    data: str  # "answers": prompt -> one target answer | "pairs": prompt, chosen, rejected
+    tokenised_as: str  # the TRL trainer whose tokenisation cuts its rows (ift.data.fit)
+    trainer: str | None  # None: a sequence of other methods' runs, which load their own data
+
+
+def data_plan(method: RunMethod, start: str, targets: str | None = None) -> tuple[str, ...]:
     """The parts of the training set of one run; ``targets`` overrides the paper's choice for sft/ift."""
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
-    if start not in STARTS:
-        raise ValueError(f"unknown start {start!r}; expected one of {STARTS}")
-    if method in PAIR_METHODS:
+    if method.trainer is None or method.data not in ("answers", "pairs"):
+        raise ValueError(f"method {method.name!r} is not one training run on answers or pairs")
+    if start not in DEFAULT_TARGETS:
+        raise ValueError(f"unknown start {start!r}; expected one of {tuple(DEFAULT_TARGETS)}")
+    if method.data == "pairs":
         if targets is not None:
             raise ValueError(
-                f"targets={targets!r} applies to sft/ift only; {method} trains on preference pairs"
+                f"targets={targets!r} applies to sft/ift only; {method.name} trains on preference pairs"
             )
         return (PREFERENCE_PAIRS,)
     chosen_targets = DEFAULT_TARGETS[start] if targets is None else targets
@@ -213,7 +215,7 @@ def _formatted_part(
 
 
 def training_data(
-    method: str,
+    method: RunMethod,
     start: str,
     config: DataConfig,
     seed: int,
@@ -233,14 +235,14 @@ def training_data(
     pieces, part_sizes, reports = [], {}, {}
     for part_name in parts:
         size = getattr(config, PARTS[part_name].size_key)
-        part_validation = _fitting(validation, PARTS[part_name], TRAINER_OF_METHOD[method], max_length)
+        part_validation = _fitting(validation, PARTS[part_name], method.tokenised_as, max_length)
         piece, reports[part_name] = _formatted_part(
             part_name, config, seed, part_validation, cache_dir, n=size
         )
         pieces.append(piece)
         part_sizes[part_name] = len(piece)
     dataset = datasets.concatenate_datasets(pieces).shuffle(seed=seed)
-    return TrainingData(method, start, parts, dataset, part_sizes, reports)
+    return TrainingData(method.name, start, parts, dataset, part_sizes, reports)
 
 
 def load_chat_for_sft(

@@ -10,5 +10,5 @@
   miniature world's programmatic judge (toy) or alpaca-eval's GPT-4 annotators (paper)
   (format: :mod:`ift.evaluate.alpaca`; the toy annotator: :mod:`ift.evaluate.toy_judge`).
 
-:mod:`ift.evaluate.generate` is the batched greedy chat generation shared with the start-point quality check.
+:mod:`ift.generation` is the batched greedy chat generation shared with the start-point quality check.
 """

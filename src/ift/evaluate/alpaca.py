@@ -83,7 +83,7 @@ def load_references(references: str | Mapping[str, str]) -> list[dict[str, Any]]
 def generate_outputs(model, tokenizer, references: Sequence[Mapping[str, Any]], *, generator: str,
                      max_new_tokens: int, batch_size: int) -> list[dict[str, Any]]:
     """Greedy chat-template answers to each reference instruction, as AlpacaEval model-output rows."""
-    from ift.evaluate.generate import generate_chat
+    from ift.generation import generate_chat
 
     conversations = [[{"role": "user", "content": row["instruction"]}] for row in references]
     generations = generate_chat(model, tokenizer, conversations, max_new_tokens=max_new_tokens,

@@ -125,8 +125,8 @@ def widen_tokenizer_window(model_config, tokenizer) -> None:
 def evaluate_checkpoint(*, model_dir: str, out: str | Path, evals: Sequence[str], suite=None,
                         judge_cfg: Mapping[str, Any] | None = None, eval_cfg: Mapping[str, Any]) -> dict[str, dict]:
     """Run the requested evaluations of one checkpoint and write their result files into ``out``."""
+    from ift.checkpoints import load_causal_lm
     from ift.evaluate.suites import check_world_files
-    from ift.train.checkpoints import load_causal_lm
 
     evals = check_arguments(model_dir, str(out) if out else None, evals)
     check_eval_config(eval_cfg, evals)

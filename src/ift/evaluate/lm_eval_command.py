@@ -30,7 +30,7 @@ generation tasks run in a forked process as a separate call, which changes no ba
 log-likelihood and generation requests apart), so the lines follow the single-process calls. What the CLI cannot
 express is refused rather than written wrong: a ``eval.bootstrap_iters`` other than ``simple_evaluate``'s
 default, and a chat-template evaluation of a checkpoint whose tokenizer has no chat template (the evaluation then
-uses the Zephyr template, :func:`ift.train.checkpoints.load_causal_lm`).
+uses the Zephyr template, :func:`ift.checkpoints.load_causal_lm`).
 """
 
 from __future__ import annotations
@@ -99,8 +99,8 @@ def model_args(model_dir: str, eval_cfg: Mapping[str, Any]) -> ModelArgs:
     from lm_eval.models.utils import resolve_max_length
     from transformers import AutoConfig, AutoTokenizer
 
+    from ift.checkpoints import check_checkpoint_dir, is_hub_id
     from ift.evaluate.app import resolve_device, resolve_dtype, widen_tokenizer_window
-    from ift.train.checkpoints import check_checkpoint_dir, is_hub_id
 
     ref = str(model_dir)
     if not is_hub_id(ref):
@@ -145,7 +145,7 @@ def cpu_numerics(params_file: Path = PARAMS_FILE) -> dict[str, Any]:
     """params.yaml's ``cpu_numerics`` (empty without a params.yaml: the package used outside the repository)."""
     if not Path(params_file).is_file():
         return {}
-    from ift.fingerprint import load_settings
+    from ift.numerics import load_settings
 
     return load_settings(Path(params_file))
 
@@ -185,7 +185,7 @@ def check_reproducible(suite, eval_cfg: Mapping[str, Any], args: ModelArgs) -> N
                            f"default ({default}); evaluate with that to compare")
     if any(spec.chat_template for spec in suite.tasks) and not args.has_chat_template:
         raise CommandError(f"{args.pretrained}: its tokenizer has no chat template, so the evaluation formats "
-                           "chats with the Zephyr template (ift.train.checkpoints.load_causal_lm), which lm-eval's CLI "
+                           "chats with the Zephyr template (ift.checkpoints.load_causal_lm), which lm-eval's CLI "
                            "cannot be given; save the checkpoint with its chat template first")
 
 

@@ -14,8 +14,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from ift.grid import load_grid
 from ift.paths import CONF_DIR
-from ift.report.build import build_report, load_grid, log_to_wandb, update_readme
+from ift.report.build import build_report, log_to_wandb, update_readme
 from ift.report.published import DEFAULT_FILE as DEFAULT_PUBLISHED_FILE
 
 

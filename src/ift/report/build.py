@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple
 
 from ift.io import write_json_atomic, write_text_atomic
 from ift.report import plots
@@ -15,7 +13,6 @@ from ift.report.tables import (
     ALPACA_COLUMNS,
     ALPACA_COLUMNS_PAPER,
     LEADERBOARD_COLUMNS,
-    check_chains,
     collect,
     table_rows,
     to_csv,
@@ -53,7 +50,7 @@ def summary_metrics(rows2: Sequence[dict], rows3: Sequence[dict],
 
 
 def spread_note(seeds: Sequence[int], chains: Sequence[int], profile: str) -> str:
-    """What a table's mean ± std is taken over (ift.report.tables.replicates), in words."""
+    """What a table's mean ± std is taken over (ift.grid.replicates), in words."""
     if chains:
         return (f"mean ± std over {1 + len(chains)} whole-chain replicates (chain c: base, sft_beta and the cell "
                 f"trained with seed c; chains {[0, *chains]}; sample std, so it includes the start points' noise); "
@@ -216,54 +213,6 @@ def readme_block(readme: Path) -> str:
     text = readme.read_text()
     start = text.index(README_START)
     return text[start : text.index(README_END) + len(README_END)]
-
-
-class Grid(NamedTuple):
-    """The grid params.yaml asks the pipeline for."""
-
-    methods: list[str]
-    starts: list[str]
-    seeds: list[int]
-    profile: str
-    base_only: list[str]
-    chains: list[int]
-
-
-def _whole_numbers(values, minimum: int) -> bool:
-    return all((isinstance(v, int) and not isinstance(v, bool) and v >= minimum)
-               or (isinstance(v, str) and re.fullmatch(r"0|[1-9][0-9]*", v) and int(v) >= minimum) for v in values)
-
-
-def load_grid(params_file: Path) -> Grid:
-    """methods, starts, seeds, profile (tiny when absent), base_only_methods and chains (none when absent) from the
-    pipeline's params.yaml."""
-    import yaml
-
-    params = yaml.safe_load(params_file.read_text())
-    try:
-        methods, starts, seeds = params["methods"], params["starts"], params["seeds"]
-    except KeyError as err:
-        raise ValueError(f"{params_file} lacks {err}; it needs methods, starts and seeds") from err
-    base_only = params.get("base_only_methods") or []
-    chains = params.get("chains") or []
-    for key, value in (("methods", methods), ("starts", starts), ("seeds", seeds), ("base_only_methods", base_only),
-                       ("chains", chains)):
-        if not isinstance(value, list):  # list("10") would be seeds [1, 0]
-            raise ValueError(f"{params_file}: {key} must be a list, e.g. {key}: [...], got {value!r}")
-    for key, values in (("methods", methods), ("starts", starts), ("base_only_methods", base_only)):
-        if not all(isinstance(value, str) for value in values):
-            raise ValueError(f"{params_file}: {key} must be a list of names, got {values!r}")
-    if not _whole_numbers(seeds, 0):
-        raise ValueError(f"{params_file}: seeds must be a list of whole numbers >= 0, got {seeds!r}")
-    if not _whole_numbers(chains, 1):
-        raise ValueError(f"{params_file}: chains must be a list of whole numbers >= 1 (chain 0 is the base and "
-                         f"sft_beta stages), got {chains!r}")
-    seeds, chains = [int(seed) for seed in seeds], [int(chain) for chain in chains]
-    try:
-        check_chains(seeds, chains)
-    except ValueError as err:
-        raise ValueError(f"{params_file}: {err}") from err
-    return Grid(list(methods), list(starts), seeds, str(params.get("profile", "tiny")), list(base_only), chains)
 
 
 def log_to_wandb(result: dict, logger_cfg, profile: str, cfg=None) -> None:

@@ -13,8 +13,9 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from ift.grid import methods_at
 from ift.io import write_text_atomic
-from ift.report.tables import mean_std, methods_at, row_title
+from ift.report.tables import mean_std, row_title
 
 # (our column, the paper's column, title). Table 3: our win rate vs AlpacaEval 2's; our LC column vs AlpacaEval 2 LC.
 TABLE2_PAIRS = (("arc", "arc", "ARC"), ("arc_gen", "arc_gen", "ARC-Gen"), ("mmlu", "mmlu", "MMLU"),

@@ -8,8 +8,9 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
+from ift.grid import eval_name, methods_at
 from ift.io import write_png_atomic
-from ift.report.tables import LEADERBOARD_COLUMNS, METHOD_TITLES, START_TITLES, eval_name, methods_at
+from ift.report.tables import LEADERBOARD_COLUMNS, METHOD_TITLES, START_TITLES
 
 
 def _pyplot():

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ift.paths import start_point_name
+from ift.grid import check_chains, eval_name, methods_at, replicates
+from ift.methods import METHODS
 
 # Table 2's columns, in the paper's order: (key in leaderboard.json, column title).
 LEADERBOARD_COLUMNS = (
@@ -37,13 +37,11 @@ ALPACA_COLUMNS = (("win_rate", "Win rate"), ("lc_win_rate_minimal", "LC win rate
 # The paper profile also has AlpacaEval 2's official length-controlled win rate (the paper's Table 3 column).
 ALPACA_COLUMNS_PAPER = (("win_rate", "Win rate"), ("lc_win_rate", "LC win rate"),
                         ("lc_win_rate_minimal", "LC win rate (minimal GLM)"))
-METHOD_TITLES = {"sft": "+ SFT", "dpo": "+ DPO", "sft_dpo": "+ SFT + DPO", "orpo": "+ ORPO", "ift": "+ IFT"}
+METHOD_TITLES = {method.name: method.title for method in METHODS.values()}
 # Rows the paper does not have (start, method) -> note added to the title: it never ran SFT then DPO from the base
 # model (its "+ DPO" is DPO directly on base); we keep the cell because it is the sequential recipe's base analog.
 NOT_IN_PAPER = {("base", "sft_dpo"): "not in the paper"}
 START_TITLES = {"base": "base (Mistral-7B analog)", "sft_beta": "sft_beta (Mistral-7B-sft-beta analog)"}
-CELL_NAME = re.compile(r"^(?P<method>[a-z_]+)-(?P<start>base|sft_beta)(?:-chain(?P<chain>[1-9]\d*))?-s(?P<seed>\d+)$")
-START_NAME = re.compile(r"^(?P<start>base|sft_beta)(?:-chain(?P<chain>[1-9]\d*))?$")
 
 
 @dataclass
@@ -78,45 +76,6 @@ def row_title(start: str, method: str | None) -> str:
     return f"{title} ({note})" if note else title
 
 
-def methods_at(start: str, methods: Sequence[str], base_only: Sequence[str] = ()) -> list[str]:
-    """The methods trained from ``start``: ``methods`` everywhere, ``base_only`` from base too; in the paper's row
-    order (METHOD_TITLES), unknown methods last in the order given."""
-    chosen = list(dict.fromkeys([*methods, *(base_only if start == "base" else ())]))
-    order = list(METHOD_TITLES)
-    return sorted(chosen, key=lambda m: order.index(m) if m in order else len(order))
-
-
-def parse_name(name: str) -> tuple[str, str | None, int | None, int]:
-    """(start, method, seed, chain) of an evaluation directory name; start points have method/seed None."""
-    match = START_NAME.match(name)
-    if match:
-        return match["start"], None, None, int(match["chain"] or 0)
-    match = CELL_NAME.match(name)
-    if not match:
-        raise ValueError(f"evaluation directory {name!r} is neither a start point (<start>[-chain<c>]) nor a cell "
-                         "(<method>-<start>[-chain<c>]-s<seed>)")
-    return match["start"], match["method"], int(match["seed"]), int(match["chain"] or 0)
-
-
-def eval_name(start: str, method: str | None, seed: int | None, chain: int = 0) -> str:
-    """The evaluation (and run) directory name of a start point (method None) or a cell, in chain ``chain``."""
-    point = start_point_name(start, chain)
-    return point if method is None else f"{method}-{point}-s{seed}"
-
-
-def replicates(method: str | None, seeds: Sequence[int], chains: Sequence[int]) -> list[tuple[int, int | None, int | None]]:
-    """(chain, seed, key) of the runs a table row averages over; ``key`` pairs them across rows (claims, deltas).
-
-    With chains: chain 0's seed 0 and chain c's seed c, keyed by chain (a start point row: each chain's start point).
-    Without: each fine-tuning seed, keyed by seed (a start point row: its one evaluation, key None, which pairs
-    with every seed)."""
-    if chains:
-        return [(chain, None if method is None else chain, chain) for chain in (0, *chains)]
-    if method is None:
-        return [(0, None, None)]
-    return [(0, seed, seed) for seed in seeds]
-
-
 def leaderboard_row_values(result: Mapping) -> dict[str, float]:
     """Headline metric per Table 2 column from one leaderboard.json, as percentages, plus the paper's Avg."""
     tasks = result["tasks"]
@@ -136,16 +95,6 @@ def _read_result(path: Path, reader) -> dict:
     except (ValueError, KeyError, TypeError, AttributeError) as err:  # JSONDecodeError is a ValueError
         raise ResultFileError(f"{path}: unreadable evaluation result ({type(err).__name__}: {err}); re-run its "
                               "evaluation") from err
-
-
-def check_chains(seeds: Sequence[int], chains: Sequence[int]) -> None:
-    """Chains are whole numbers >= 1 without repeats, and chain 0's replicate is its seed-0 cell, so seeds holds 0."""
-    if any(not isinstance(c, int) or isinstance(c, bool) or c < 1 for c in chains) or len(set(chains)) != len(chains):
-        raise ValueError(f"chains must be distinct whole numbers >= 1 (chain 0 is the base/sft_beta stages), "
-                         f"got {list(chains)!r}")
-    if chains and 0 not in seeds:
-        raise ValueError(f"chains {list(chains)} need seed 0 in seeds {list(seeds)}: chain 0's replicate of a cell "
-                         "is its seed-0 run")
 
 
 def collect(evals_dir: Path, methods: Iterable[str], starts: Iterable[str], seeds: Iterable[int],

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from ift.grid import methods_at
 from ift.io import write_text_atomic
-from ift.report.tables import methods_at, row_title
+from ift.report.tables import row_title
 
 # The columns the split is reported for: Table 2's Avg and Table 3's win rate (the tables' headline numbers).
 COLUMNS = (("avg", "Avg"), ("win_rate", "Win rate"))

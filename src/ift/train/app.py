@@ -21,6 +21,7 @@ from pathlib import Path
 
 import ift  # noqa: F401  (offline defaults before any HF import)
 from ift.io import atomic_directory, write_json_atomic, write_text_atomic
+from ift.methods import METHODS
 
 
 def _fingerprint(cfg) -> str:
@@ -88,13 +89,8 @@ def _metrics(trainer, method: str, seconds: float, resumed_from: str | None) -> 
         "numerics": describe(),  # the CPU and kernels these weights came from (ift.numerics)
         "log_history": history,
     }
-    if method == "ift":
-        metrics["lambda"] = [e.get("ift/lambda") for e in history]
-        metrics["pass1_sft_loss"] = [e.get("ift/pass1_sft_loss") for e in history]
-        metrics["pass2_loss"] = [e.get("ift/pass2_loss") for e in history]
-    if method == "dpo":
-        metrics["reward_margins"] = [e.get("rewards/margins") for e in history]
-        metrics["reward_accuracies"] = [e.get("rewards/accuracies") for e in history]
+    for key, logged_as in METHODS[method].logged.items():  # the method's own per-step values (ift.methods)
+        metrics[key] = [entry.get(logged_as) for entry in history]
     return metrics
 
 
@@ -109,8 +105,8 @@ def run_training(cfg, *, run_dir: Path | None = None, work_dir: Path | None = No
     validate_train_config(cfg)  # before any model loads
     run_dir = Path(run_dir) if run_dir is not None else Path(cfg.paths.runs) / str(cfg.run_name)
     work_dir = Path(work_dir) if work_dir is not None else Path(cfg.paths.outputs) / "work" / str(cfg.run_name)
-    if cfg.method.name == "sft_dpo":
-        return _run_sft_dpo(cfg, run_dir, work_dir, callbacks)
+    if METHODS[cfg.method.name].halves:
+        return _run_sft_dpo(cfg, run_dir, work_dir, callbacks)  # the only method made of halves
     return _train_one(cfg, run_dir=run_dir, work_dir=work_dir, callbacks=callbacks)
 
 
@@ -158,7 +154,7 @@ def save_run(trainer, tokenizer, run_dir: Path, write_extras=None) -> None:
     (``accelerator.get_state_dict``, a collective); then only the main process writes, while the others wait.
     tests/test_distributed.py checks the saved weights of a 2-process FSDP run against a 1-process run.
     """
-    from ift.train.checkpoints import write_checkpoint
+    from ift.checkpoints import write_checkpoint
 
     accelerator = trainer.accelerator
     state_dict = accelerator.get_state_dict(trainer.model)
@@ -180,9 +176,9 @@ def _train_one(cfg, *, run_dir: Path, work_dir: Path, init_ref=None, carry=None,
     from omegaconf import OmegaConf
     from transformers import set_seed
 
+    from ift.checkpoints import load_causal_lm
     from ift.data import DataConfig, training_data
     from ift.tracking import configure_tracking, finish_run, init_run, training_run
-    from ift.train.checkpoints import load_causal_lm
     from ift.train.recipe import training_kwargs
     from ift.train.trainers import build_trainer
 
@@ -197,7 +193,7 @@ def _train_one(cfg, *, run_dir: Path, work_dir: Path, init_ref=None, carry=None,
     recipe = cfg.trainer.finetune
     # max_length: a row whose prompt leaves the trainer no answer token is skipped and counted here
     # (ift.data.fit), not dropped silently by TRL, so data.json describes exactly the rows the trainer sees.
-    data = training_data(method, start, DataConfig.from_mapping(cfg.data), seed, tokenizer=tokenizer,
+    data = training_data(METHODS[method], start, DataConfig.from_mapping(cfg.data), seed, tokenizer=tokenizer,
                          targets=cfg.method.get("targets"), max_length=int(recipe.max_length))
     report_to = configure_tracking(cfg.logger)
     common = training_kwargs(cfg.trainer, recipe, output_dir=work_dir, seed=seed, run_name=name,

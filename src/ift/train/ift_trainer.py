@@ -9,7 +9,7 @@ logging, checkpointing and distributed wiring are SFTTrainer's. Per step (docs/d
 3. pass 2, with gradient, on the input embeddings (1-λ)·E(x) + λ·E(x̃), where E is the policy's *current*
    input-embedding table used without gradient (so the input path gets no gradient, like the reference);
 4. per-token log-probs of the true labels, with gradient to the LM head and through the hidden states
-   (``ift.losses.chunked_label_logps``: response positions only, the LM head over chunks of positions, each chunk's
+   (``ift.logprobs.chunked_label_logps``: response positions only, the LM head over chunks of positions, each chunk's
    logits recomputed in backward; no full-vocabulary logits), re-weighted by relation propagation
    (``ift.losses.propagation_weights``, not detached), per-sequence mean, mean over the sequences of the batch.
 
@@ -31,44 +31,13 @@ with the per-sequence-mean SFT). Hence 8x1 = 4x2 = 2x4 give the same update.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import torch
 from trl import SFTTrainer
 
-from ift import losses
+from ift import logprobs, losses
+from ift.losses import IFTOptions, ift_options  # noqa: F401  (ift_options: the config's IFTOptions)
 from ift.train.sequence_mean import SequenceMeanMixin
-
-
-@dataclass(frozen=True)
-class IFTOptions:
-    """IFT's hyperparameters (conf/method/ift.yaml); defaults are the paper's (λ = 0.2, γ = 0.95)."""
-
-    max_lambda: float = 0.2
-    min_lambda: float = 0.2
-    lambda_schedule: str | None = None
-    lambda_disturb: str | None = None
-    disturb_std: float = 0.5
-    gamma: float = 0.95
-    propagation_type: str = "loss"
-    propagation_side: str = "left"
-    propagation_norm: str = "L1"
-    linear_form: bool = False  # the paper's Eq. 21 (linear in token losses) instead of the reference code's form
-    memory_efficient: bool = True  # chunked LM head in both passes; False = the plain path (full logits)
-    chunk_size: int = losses.DEFAULT_CHUNK_SIZE
-
-    def validate(self) -> None:
-        """Raise ValueError naming the key for any impossible value (called before any model loads)."""
-        losses.lambda_at(0, max_lambda=self.max_lambda, min_lambda=self.min_lambda, schedule=self.lambda_schedule,
-                         disturb=None, disturb_std=self.disturb_std)
-        if self.lambda_disturb not in losses.LAMBDA_DISTURBANCES:
-            raise ValueError(f"unknown method.lambda_disturb={self.lambda_disturb!r}; "
-                             f"allowed: {list(losses.LAMBDA_DISTURBANCES)}")
-        losses.propagation_weights(torch.zeros(1, 1), torch.ones(1, 1, dtype=torch.bool), gamma=self.gamma,
-                                   propagation_type=self.propagation_type, propagation_side=self.propagation_side,
-                                   propagation_norm=self.propagation_norm)
-        if self.chunk_size < 1:
-            raise ValueError(f"method.chunk_size must be >= 1, got {self.chunk_size}")
 
 
 def _decoder_and_head(model):
@@ -138,10 +107,10 @@ class IFTTrainer(SequenceMeanMixin, SFTTrainer):
         """
         if not self.ift.memory_efficient:
             logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
-            return (logits.argmax(-1), *losses.gather_label_logps(logits, labels))
+            return (logits.argmax(-1), *logprobs.gather_label_logps(logits, labels))
         return self.score_final_hidden(
             model, input_ids, attention_mask,
-            lambda hidden, head: losses.chunked_greedy_and_label_logps(
+            lambda hidden, head: logprobs.chunked_greedy_and_label_logps(
                 hidden, _full(head.weight), labels, chunk_size=self.ift.chunk_size,
                 lm_head_bias=_full(getattr(head, "bias", None))),
         )
@@ -188,16 +157,16 @@ class IFTTrainer(SequenceMeanMixin, SFTTrainer):
         """Per-token log-probs [B, L-1] of the true labels given the mixed inputs, and the response mask.
 
         Memory-efficient path: a forward hook on the decoder hands its final hidden states, with their graph, and the
-        LM head's own weight to ``losses.chunked_label_logps`` (response positions only, chunked, logits recomputed
+        LM head's own weight to ``logprobs.chunked_label_logps`` (response positions only, chunked, logits recomputed
         in backward), so gradients reach the head and, through the hidden states, the whole decoder.
         """
         with self.mixed_input_embeddings(model, intuition_ids, lam):
             if not self.ift.memory_efficient:
                 logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
-                return losses.gather_label_logps(logits, labels)
+                return logprobs.gather_label_logps(logits, labels)
             return self.score_final_hidden(
                 model, input_ids, attention_mask,
-                lambda hidden, head: losses.chunked_label_logps(
+                lambda hidden, head: logprobs.chunked_label_logps(
                     hidden, _gathered(head.weight), labels, chunk_size=self.ift.chunk_size,
                     lm_head_bias=_gathered(getattr(head, "bias", None))),
             )

@@ -134,7 +134,7 @@ def lettered_choice_accuracy(model, tokenizer, world_dir: Path, *, n_rows: int) 
 
 def answer_quality(model, tokenizer, world_dir: Path, *, n_chat: int, n_gsm8k: int, max_new_tokens: int) -> dict:
     """Well-formed fraction on held-out chat prompts and gsm8k-analog exact match for one model."""
-    from ift.evaluate.generate import generate_chat
+    from ift.generation import generate_chat
     from ift.world.judge import check_answer, gsm8k_exact_match, gsm8k_extract
 
     chat_rows = _read_jsonl(world_dir / "chat" / "test.jsonl")[:n_chat]
@@ -162,7 +162,7 @@ def answer_quality(model, tokenizer, world_dir: Path, *, n_chat: int, n_gsm8k: i
 
 def measure_start_points(cfg, *, base_dir: Path, sft_beta_dir: Path) -> dict:
     """Measure base and sft_beta; returns the dict written to quality.json (with the bar and whether it passes)."""
-    from ift.train.checkpoints import load_causal_lm
+    from ift.checkpoints import load_causal_lm
 
     world_dir = Path(cfg.data.dir)
     q = cfg.data.quality

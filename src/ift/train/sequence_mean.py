@@ -12,14 +12,7 @@ from __future__ import annotations
 import torch
 from trl import SFTTrainer
 
-from ift import losses
-
-REDUCTIONS = ("token_mean", "sequence_mean")  # conf/method/sft.yaml `reduction`: TRL's | the authors'
-
-
-def sft_reduction(method) -> str:
-    """An SFT method node's `reduction`; a node without one gets TRL's own (plain SFTTrainer)."""
-    return method.get("reduction", "token_mean")
+from ift import logprobs, losses
 
 
 class SequenceMeanMixin:
@@ -60,7 +53,7 @@ class SequenceMeanSFTTrainer(SequenceMeanMixin, SFTTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"), use_cache=False)
-        token_logps, mask = losses.gather_label_logps(outputs.logits, inputs["labels"])
+        token_logps, mask = logprobs.gather_label_logps(outputs.logits, inputs["labels"])
         seq_losses = -losses.sequence_logps(token_logps, mask, average=True)  # 0 for a sequence without response
         loss = self.step_mean(seq_losses, mask.any(-1), num_items_in_batch)
         if inputs.get("attention_mask") is not None:

@@ -6,8 +6,8 @@ from ift.train.start_points import run, start_point_dir, train_and_save
 
 def build_sft_beta(cfg) -> dict:
     """SFT the base model on the whole chat train set, then measure both start points."""
+    from ift.checkpoints import load_causal_lm
     from ift.data import load_chat_for_sft
-    from ift.train.checkpoints import load_causal_lm
     from ift.train.quality import measure_start_points
 
     base_dir = start_point_dir(cfg, "base")  # this chain's base

@@ -87,9 +87,9 @@ def train_and_save(cfg, *, stage: str, model, tokenizer, dataset, recipe, sft_kw
     from transformers import set_seed
     from trl import SFTConfig, SFTTrainer
 
+    from ift.checkpoints import save_checkpoint
     from ift.numerics import describe
     from ift.tracking import configure_tracking, finish_run, init_run, start_point_run
-    from ift.train.checkpoints import save_checkpoint
     from ift.train.recipe import training_kwargs
 
     out_dir = start_point_dir(cfg, stage)

@@ -1,8 +1,9 @@
-"""One function that builds the TRL trainer for a method; the methods share everything but the trainer class.
+"""The TRL trainer of each method; the methods share everything but the trainer (ift.methods says which is whose).
 
 sft  -> trl.SFTTrainer (completion-only NLL, token mean) or, with reduction: sequence_mean, SequenceMeanSFTTrainer
 ift  -> IFTTrainer (SFTTrainer + IFT's compute_loss)
-dpo  -> trl.DPOTrainer (reference = the initial model) orpo -> ResponseNLLORPOTrainer (TRL's ORPOTrainer, NLL fixed)
+dpo  -> trl.DPOTrainer (reference = the initial model)
+orpo -> ResponseNLLORPOTrainer (TRL's ORPOTrainer, NLL fixed)
 """
 
 from __future__ import annotations
@@ -12,42 +13,64 @@ from collections.abc import Mapping
 
 
 def build_trainer(method: Mapping, *, model, tokenizer, dataset, common_args: dict, max_length: int, callbacks=()):
-    """The TRL trainer for ``method`` (a conf/method/*.yaml node) over ``dataset`` (TRL conversational format)."""
+    """The TRL trainer for ``method`` (a conf/method/*.yaml node) over ``dataset`` (TRL conversational format).
+
+    The one dispatch on the method's name: ift.methods declares which function below builds its trainer."""
+    from ift.methods import get
     from ift.train.guards import FiniteLossGuard
 
-    name = method["name"]
-    callbacks = [FiniteLossGuard(), *callbacks]
-    if name in ("sft", "ift"):
-        from trl import SFTConfig, SFTTrainer
+    return get(method["name"]).build_trainer(method, model=model, tokenizer=tokenizer, dataset=dataset,
+                                             common_args=common_args, max_length=max_length,
+                                             callbacks=[FiniteLossGuard(), *callbacks])
 
-        args = SFTConfig(**common_args, max_length=max_length, completion_only_loss=True, packing=False)
-        if name == "sft":
-            from ift.train.sequence_mean import SequenceMeanSFTTrainer, sft_reduction
 
-            trainer_class = SequenceMeanSFTTrainer if sft_reduction(method) == "sequence_mean" else SFTTrainer
-            return trainer_class(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                                 callbacks=callbacks)
-        from ift.train.ift_trainer import IFTTrainer
-        from ift.train.validate import ift_options
+def sft_trainer(method: Mapping, *, model, tokenizer, dataset, common_args: dict, max_length: int, callbacks):
+    """TRL's SFTTrainer (token mean) or, with ``reduction: sequence_mean``, SequenceMeanSFTTrainer."""
+    from trl import SFTTrainer
 
-        return IFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                          callbacks=callbacks, ift=ift_options(method))
-    if name == "dpo":
-        from trl import DPOConfig, DPOTrainer
+    from ift.methods import sft_reduction
+    from ift.train.sequence_mean import SequenceMeanSFTTrainer
 
-        args = DPOConfig(**common_args, max_length=max_length, beta=float(method["beta"]),
-                         precompute_ref_log_probs=bool(method.get("precompute_ref_log_probs", False)))
-        # ref_model=None: TRL loads the reference from the policy's own checkpoint (= the initial weights).
-        return DPOTrainer(model=model, ref_model=None, args=args, train_dataset=dataset, processing_class=tokenizer,
-                          callbacks=callbacks)
-    if name == "orpo":
-        from trl.experimental.orpo import ORPOConfig
+    trainer_class = SequenceMeanSFTTrainer if sft_reduction(method) == "sequence_mean" else SFTTrainer
+    return trainer_class(model=model, args=_sft_config(common_args, max_length), train_dataset=dataset,
+                         processing_class=tokenizer, callbacks=callbacks)
 
-        _quiet_orpo_token_count()
-        args = ORPOConfig(**common_args, max_length=max_length, beta=float(method["beta"]))
-        return response_nll_orpo_trainer_class()(model=model, args=args, train_dataset=dataset,
-                                                 processing_class=tokenizer, callbacks=callbacks)
-    raise ValueError(f"unknown method {name!r}")
+
+def ift_trainer(method: Mapping, *, model, tokenizer, dataset, common_args: dict, max_length: int, callbacks):
+    """IFTTrainer: SFTTrainer with IFT's compute_loss, configured by the method node (ift.losses.IFTOptions)."""
+    from ift.losses import ift_options
+    from ift.train.ift_trainer import IFTTrainer
+
+    return IFTTrainer(model=model, args=_sft_config(common_args, max_length), train_dataset=dataset,
+                      processing_class=tokenizer, callbacks=callbacks, ift=ift_options(method))
+
+
+def dpo_trainer(method: Mapping, *, model, tokenizer, dataset, common_args: dict, max_length: int, callbacks):
+    """TRL's DPOTrainer; the reference model is the initial weights."""
+    from trl import DPOConfig, DPOTrainer
+
+    args = DPOConfig(**common_args, max_length=max_length, beta=float(method["beta"]),
+                     precompute_ref_log_probs=bool(method.get("precompute_ref_log_probs", False)))
+    # ref_model=None: TRL loads the reference from the policy's own checkpoint (= the initial weights).
+    return DPOTrainer(model=model, ref_model=None, args=args, train_dataset=dataset, processing_class=tokenizer,
+                      callbacks=callbacks)
+
+
+def orpo_trainer(method: Mapping, *, model, tokenizer, dataset, common_args: dict, max_length: int, callbacks):
+    """TRL's ORPOTrainer with the formula's response-only NLL term (response_nll_orpo_trainer_class)."""
+    from trl.experimental.orpo import ORPOConfig
+
+    _quiet_orpo_token_count()
+    args = ORPOConfig(**common_args, max_length=max_length, beta=float(method["beta"]))
+    return response_nll_orpo_trainer_class()(model=model, args=args, train_dataset=dataset,
+                                             processing_class=tokenizer, callbacks=callbacks)
+
+
+def _sft_config(common_args: dict, max_length: int):
+    """SFT and IFT: the loss on the completion only, one example per row (no packing)."""
+    from trl import SFTConfig
+
+    return SFTConfig(**common_args, max_length=max_length, completion_only_loss=True, packing=False)
 
 
 class _UntrackableTokenCount(logging.Filter):

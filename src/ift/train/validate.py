@@ -6,20 +6,12 @@ import re
 
 from omegaconf import OmegaConf
 
-from ift.train.checkpoints import CheckpointError, check_checkpoint_dir, is_hub_id
+from ift.checkpoints import CheckpointError, check_checkpoint_dir, is_hub_id
+from ift.grid import STARTS
+from ift.methods import ConfigError, check_method
+from ift.methods import require as _require
 
-METHODS = ("sft", "dpo", "orpo", "ift", "sft_dpo")
-STARTS = ("base", "sft_beta")
 PROFILES = ("tiny", "smoke", "paper")
-
-
-class ConfigError(ValueError):
-    """An impossible or unknown config value; the message names the key."""
-
-
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise ConfigError(message)
 
 
 def _check_recipe(recipe, logging_steps: int) -> None:
@@ -36,46 +28,6 @@ def _check_recipe(recipe, logging_steps: int) -> None:
              f"({logging_steps}): losses are checked for NaN when logged, before a checkpoint is saved")
     warmup = recipe.get("warmup_ratio")
     _require(warmup is None or 0 <= float(warmup) < 1, f"trainer.finetune.warmup_ratio must be in [0, 1), got {warmup}")
-
-
-def _check_method(method) -> None:
-    name = method.get("name")
-    _require(name in METHODS, f"method={name!r} is unknown; choose one of {', '.join(METHODS)}")
-    if name == "ift":
-        try:
-            ift_options(method).validate()
-        except ConfigError:
-            raise
-        except (ValueError, TypeError) as err:
-            raise ConfigError(f"method (ift): {err}") from err
-    if name == "sft":
-        _check_sft_reduction(method, "method")
-    if name == "sft_dpo":
-        _check_sft_reduction(method.sft, "method.sft")
-    if name in ("dpo", "orpo"):
-        beta = float(method.beta)
-        _require(beta > 0, f"method.beta must be > 0 for {name}, got {beta}")
-    if name == "sft_dpo":
-        beta = float(method.dpo.beta)
-        _require(beta > 0, f"method.dpo.beta must be > 0 for sft_dpo, got {beta}")
-
-
-def _check_sft_reduction(node, where: str) -> None:
-    from ift.train.sequence_mean import REDUCTIONS, sft_reduction
-
-    reduction = sft_reduction(node)
-    _require(reduction in REDUCTIONS, f"{where}.reduction={reduction!r} is unknown; choose one of {', '.join(REDUCTIONS)}")
-
-
-def ift_options(method):
-    """IFTOptions from the method node (every key of conf/method/ift.yaml except name/targets)."""
-    from ift.train.ift_trainer import IFTOptions
-
-    fields = {key: method[key] for key in IFTOptions.__dataclass_fields__ if key in method}
-    unknown = set(method) - set(IFTOptions.__dataclass_fields__) - {"name", "targets"}
-    if unknown:
-        raise ConfigError(f"unknown key(s) method.{', method.'.join(sorted(unknown))} for method=ift")
-    return IFTOptions(**fields)
 
 
 def _check_checkpoint_ref(ref: str, key: str, profile: str, hint: str) -> None:
@@ -109,7 +61,7 @@ def _check_chain(cfg) -> None:
 def validate_train_config(cfg) -> None:
     """Raise ConfigError for unknown method/start/profile, out-of-range values or a missing start checkpoint."""
     _require(cfg.get("profile") in PROFILES, f"profile={cfg.get('profile')!r} is unknown; choose {PROFILES}")
-    _check_method(cfg.method)
+    check_method(cfg.method)  # its name and its own keys (ift.methods)
     start = cfg.start.get("name")
     _require(start in STARTS, f"start={start!r} is unknown; choose one of {', '.join(STARTS)}")
     _check_seed(cfg.get("seed"))

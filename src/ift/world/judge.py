@@ -24,7 +24,6 @@ GSM8K_STRICT = re.compile(r"#### (\-?[0-9\.\,]+)")  # lm-eval gsm8k "strict-matc
 _FINAL_LINE = re.compile(r"#### -?\d+")
 _TOKEN = re.compile(r"[a-z]+(?:'[a-z]+)?|\d+")
 _NEGATIONS = frozenset({"not", "never", "isn't", "isnt", "aren't", "no"})
-_PRONOUNS = frozenset({"it", "its", "they", "their"})
 _COLORS, _FOODS, _TOWNS = frozenset(COLORS), frozenset(FOODS), frozenset(t.lower() for t in TOWNS)
 _COMPARISON = re.compile(
     r"\b([a-z]+) (?:is|are) (?:the )?(heavier|lighter)\b|\b([a-z]+) weighs? (more|less)\b"
