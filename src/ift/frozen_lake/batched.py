@@ -125,16 +125,6 @@ def stack_policies(policies: Sequence[PolicyNet]) -> list[torch.Tensor]:
     ]
 
 
-def load_into(policy: PolicyNet, params: Sequence[torch.Tensor], row: int) -> PolicyNet:
-    """Copy run ``row`` of stacked ``params`` into ``policy`` (for checks against the per-run code)."""
-    with torch.no_grad():
-        policy.layers[0].weight.copy_(params[0][row].T)
-        policy.layers[0].bias.copy_(params[1][row])
-        policy.layers[2].weight.copy_(params[2][row].T)
-        policy.layers[2].bias.copy_(params[3][row])
-    return policy
-
-
 def state_logits(params: Sequence[torch.Tensor], activation: str) -> torch.Tensor:
     """Action logits of every state ``[R, S, A]`` on the plain one-hot encodings (onehot(s) @ w1 = row s of w1)."""
     w1, b1, w2, b2 = params
@@ -228,6 +218,56 @@ class BatchResult:
     checkpoints: tuple[int, ...]
 
 
+@dataclass(frozen=True)
+class LossData:
+    """The tensors every per-run loss needs, built once per batch."""
+
+    expert: TrajectoryBatch  # the optimal trajectory (SFT / IFT data)
+    pair: TrajectoryBatch  # row 0 optimal (chosen), row 1 sub-optimal (rejected)
+    transitions: torch.Tensor  # [S, A] next state
+    target: torch.Tensor  # π* [S, A] float32 (the expert's soft labels)
+    decisions: torch.Tensor
+    activation: str
+    ift: IFTShared
+
+    @classmethod
+    def of(cls, problem: BatchProblem, activation: str, ift: IFTShared = IFTShared()) -> LossData:
+        return cls(TrajectoryBatch.of([problem.optimal]), TrajectoryBatch.of([problem.optimal, problem.suboptimal]),
+                   torch.as_tensor(problem.next_state, dtype=torch.long),
+                   torch.as_tensor(problem.optimal_probs, dtype=torch.float32),
+                   torch.as_tensor(problem.decision_states, dtype=torch.long), activation, ift)
+
+
+def method_losses(method: str, params: Sequence[torch.Tensor], logits: torch.Tensor, data: LossData, *,
+                  lam: torch.Tensor | None = None, beta: torch.Tensor | None = None,
+                  reference: torch.Tensor | None = None) -> torch.Tensor:
+    """``[R]``: each run's loss of ``method`` at its weights ``params`` (all-state ``logits [R, S, A]`` from
+    :func:`state_logits`). IFT needs ``lam [R]``, DPO and ORPO ``beta [R]``, DPO ``reference [R, 2]`` (the
+    summed chosen / rejected step log-probs of the reference policy)."""
+    logps_all = torch.log_softmax(logits, -1)
+    expert, pair = data.expert, data.pair
+    if method == "sft":
+        return sft_losses(gather_steps(logps_all, expert)[:, 0], expert.mask)
+    if method == "dpo":
+        return dpo_losses(gather_steps(logps_all, pair), reference, pair.mask, beta)
+    if method == "orpo":
+        return orpo_losses(gather_steps(logps_all, pair), pair.mask, beta)
+    if method == EXPERT_METHOD:
+        return expert_losses(logps_all, data.target, data.decisions)
+    if method != "ift":
+        raise ValueError(f"unknown method={method!r}; allowed values: {list(RUN_METHODS)}")
+    # IFT pass 1 (greedy successors, no gradient), then pass 2 on the mixed encodings
+    count, num_states = len(logits), logits.shape[1]
+    states, mask = expert.states.expand(count, -1), expert.mask.expand(count, -1)
+    with torch.no_grad():
+        greedy = logits[:, expert.states[0]].argmax(-1)
+        guessed = data.transitions[states, greedy]
+        intuitions = intuition_input_ids(states, guessed, states.masked_fill(~mask, IGNORE_INDEX))
+    mixed_logits = input_logits(params, mix_encodings(states, intuitions, lam, num_states), data.activation)
+    step_logps = torch.log_softmax(mixed_logits, -1).gather(-1, expert.actions.expand(count, -1).unsqueeze(-1))
+    return ift_losses(step_logps.squeeze(-1).masked_fill(~mask, 0.0), mask, data.ift)
+
+
 def off_trajectory_mass(probs: np.ndarray, optimal: Trajectory, suboptimal: Trajectory) -> np.ndarray:
     """``[..., S]``: probability mass on actions that neither trajectory takes in that state; NaN for states
     on neither trajectory (every action is "off" there, so the measure says nothing)."""
@@ -291,11 +331,8 @@ def train_batch(
     groups = {method: torch.tensor([row for row, run in enumerate(ordered) if run.method == method], dtype=torch.long)
               for method in RUN_METHODS}
 
-    expert_batch = TrajectoryBatch.of([problem.optimal])
-    pair = TrajectoryBatch.of([problem.optimal, problem.suboptimal])
-    transitions = torch.as_tensor(problem.next_state, dtype=torch.long)
-    target = torch.as_tensor(problem.optimal_probs, dtype=torch.float32)
-    decisions = torch.as_tensor(problem.decision_states, dtype=torch.long)
+    data = LossData.of(problem, activation, ift_shared)
+    pair, decisions = data.pair, data.decisions
     optimal_probs = torch.as_tensor(problem.optimal_probs)  # float64, as the per-run metric
     on_trajectory = torch.zeros(num_states, num_actions, dtype=torch.bool)
     for trajectory in (problem.optimal, problem.suboptimal):
@@ -315,7 +352,6 @@ def train_batch(
         active = int(np.count_nonzero(steps > step))  # runs that take an update at this step
         current = [tensor[:evaluated] for tensor in params]
         logits = state_logits(current, activation)
-        logps_all = torch.log_softmax(logits, -1)
         with torch.no_grad():
             probs = torch.softmax(logits, -1).double()
             mse_curves[:evaluated, step] = ((probs[:, decisions] - optimal_probs[decisions]) ** 2).mean((1, 2)).numpy()
@@ -327,34 +363,13 @@ def train_batch(
             final_probs[:evaluated][ending] = probs.numpy()[ending]
         if active == 0:
             break
-        total = logps_all.new_zeros(())
+        total = logits.new_zeros(())
         for method, rows in groups.items():
             rows = rows[: int(torch.searchsorted(rows, active))]  # this method's runs that are still training
-            if rows.numel() == 0:
-                continue
-            if method == "sft":
-                total = total + sft_losses(gather_steps(logps_all[rows], expert_batch)[:, 0], expert_batch.mask).sum()
-            elif method == "dpo":
-                pair_logps = gather_steps(logps_all[rows], pair)
-                total = total + dpo_losses(pair_logps, reference[rows], pair.mask, beta[rows]).sum()
-            elif method == "orpo":
-                total = total + orpo_losses(gather_steps(logps_all[rows], pair), pair.mask, beta[rows]).sum()
-            elif method == EXPERT_METHOD:
-                total = total + expert_losses(logps_all[rows], target, decisions).sum()
-            else:  # ift: pass 1 (greedy successors, no gradient), then pass 2 on the mixed encodings
-                states = expert_batch.states.expand(len(rows), -1)
-                mask = expert_batch.mask.expand(len(rows), -1)
-                with torch.no_grad():
-                    greedy = logits[rows][:, expert_batch.states[0]].argmax(-1)
-                    guessed = transitions[states, greedy]
-                    labels = states.masked_fill(~mask, IGNORE_INDEX)
-                    intuitions = intuition_input_ids(states, guessed, labels)
+            if rows.numel() > 0:
                 lam = torch.as_tensor(lambda_table[rows.numpy(), step], dtype=torch.float32)
-                inputs = mix_encodings(states, intuitions, lam, num_states)
-                mixed_logits = input_logits([tensor[rows] for tensor in current], inputs, activation)
-                step_logps = torch.log_softmax(mixed_logits, -1).gather(
-                    -1, expert_batch.actions.expand(len(rows), -1).unsqueeze(-1)).squeeze(-1)
-                total = total + ift_losses(step_logps.masked_fill(~mask, 0.0), mask, ift_shared).sum()
+                total = total + method_losses(method, [tensor[rows] for tensor in current], logits[rows], data,
+                                              lam=lam, beta=beta[rows], reference=reference[rows]).sum()
         for tensor in params:
             tensor.grad = None
         total.backward()
