@@ -385,7 +385,13 @@ def test_study_tables_count_every_setting_and_pair(tiny_config):
         assert row["holds"] + row["opposite"] + row["inconclusive"] == row["settings"]
     assert len(analysis["ordering"]) == grid_points * 8
     assert len(analysis["winners"]) == grid_points
-    for tables in analysis["highlighted"]["anchor"].values():
+    for name, tables in analysis["highlighted"]["anchor"].items():
+        problem = build_problem(dict(tiny_config.maps)[name], 0.9)
+        mass = {row["policy"]: [row[a] for a in ("left", "down", "right", "up")] for row in tables["action_mass"]}
+        for policy in ("π*", "initial", "sft", "ift", "dpo", "orpo"):
+            assert sum(mass[policy]) == pytest.approx(1.0)  # a mean of distributions
+        assert mass["π*"] == pytest.approx(problem.optimal_probs[problem.lake.decision_states].mean(0).tolist())
+        assert mass["rejected path (steps)"] == np.bincount(problem.suboptimal.actions, minlength=4).tolist()
         for row in tables["decomposition"]:
             parts = sum(value for key, value in row.items() if key not in ("method", "total"))
             assert parts == pytest.approx(row["total"], abs=1e-12)

@@ -11,6 +11,7 @@ from itertools import product
 import numpy as np
 
 from ift.frozen_lake.batched import EXPERT_METHOD
+from ift.frozen_lake.env import ACTION_NAMES
 from ift.frozen_lake.methods import METHODS
 from ift.frozen_lake.study.run import (
     CATEGORIES,
@@ -263,6 +264,26 @@ def map_property(result: StudyResult) -> list[dict]:
     return rows
 
 
+def action_mass(result: StudyResult, map_result: MapResult, setting: Setting) -> list[dict]:
+    """Where the probability goes: per action, the mean over decision states (and seeds) of π(a|s) for the
+    initial policy, π* and each paper variant at ``setting``; and how often each trajectory takes the action."""
+    config, problem = result.config, map_result.problem
+    decisions = problem.lake.decision_states
+    rows = [{"policy": "π*", **_per_action(problem.optimal_probs[decisions].mean(0))},
+            {"policy": "initial", **_per_action(np.mean([p[decisions].mean(0) for p in map_result.initial_probs.values()],
+                                                        axis=0))}]
+    for method in METHODS:
+        records = map_result.select(setting, config.paper_variant(method))
+        rows.append({"policy": method, **_per_action(np.mean([r.probs[decisions].mean(0) for r in records], axis=0))})
+    for name, trajectory in (("chosen path (steps)", problem.optimal), ("rejected path (steps)", problem.suboptimal)):
+        rows.append({"policy": name, **_per_action(np.bincount(trajectory.actions, minlength=len(ACTION_NAMES)))})
+    return rows
+
+
+def _per_action(values) -> dict:
+    return {action: float(value) for action, value in zip(ACTION_NAMES, values)}
+
+
 def analyse(result: StudyResult) -> dict:
     """All the study's tables (the report renders them; the JSON stores them)."""
     config = result.config
@@ -279,7 +300,8 @@ def analyse(result: StudyResult) -> dict:
         "highlighted": {
             key: {m.name: {"moved": moved_state_table(result, m, setting),
                            "off_trajectory": off_trajectory_table(result, m, setting),
-                           "decomposition": decomposition(result, m, setting)}
+                           "decomposition": decomposition(result, m, setting),
+                           "action_mass": action_mass(result, m, setting)}
                   for m in result.maps}
             for key, setting in highlighted.items()
         },

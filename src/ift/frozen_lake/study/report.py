@@ -16,7 +16,7 @@ import numpy as np
 
 from ift.frozen_lake.env import ACTION_NAMES
 from ift.frozen_lake.methods import METHODS
-from ift.frozen_lake.study.analysis import INITIAL_ROW, VERDICTS
+from ift.frozen_lake.study.analysis import INITIAL_ROW, VERDICTS, initial_mse
 from ift.frozen_lake.study.run import CATEGORIES, CLAIMS, PAPER_ORDER, StudyResult
 from ift.io import write_json_atomic, write_png_atomic, write_text_atomic
 
@@ -181,6 +181,9 @@ def markdown_report(result: StudyResult, analysis: dict, plots_link: str) -> str
         *winners_markdown(analysis, config),
         "## MSE over training: the default and the NLP-like setting",
         "",
+        "Mean ± std over seeds of the paper's variants; top: at the anchor; bottom: at the NLP-like setting, as "
+        "each seed's change from its initial MSE (the policies barely move there).",
+        "",
         f"![policy MSE over training]({plots_link}/{PLOTS['curves']})",
         "",
     ]
@@ -263,6 +266,14 @@ def markdown_report(result: StudyResult, analysis: dict, plots_link: str) -> str
         for row in tables["decomposition"]:
             lines.append(f"| {name} | {row['method']} | " + " | ".join(f"{row[c]:+.4f}" for c in CATEGORIES)
                          + f" | {row['total']:+.4f} |")
+    lines += ["", "Where DPO's mass goes (added after the first run of the grid, to explain the table above; not "
+              "pre-declared): per action, the mean over the decision states of π(a|s) (mean over seeds) at the "
+              "anchor, beside π*'s and how many steps of each trajectory take that action.", "",
+              "| map | policy | " + " | ".join(ACTION_NAMES) + " |", "|---|---|" + "---|" * len(ACTION_NAMES)]
+    for name, tables in analysis["highlighted"]["anchor"].items():
+        for row in tables["action_mass"]:
+            cells = [f"{row[a]:.0f}" if "steps" in row["policy"] else f"{row[a]:.3f}" for a in ACTION_NAMES]
+            lines.append(f"| {name} | {row['policy']} | " + " | ".join(cells) + " |")
     lines += ["", "Cells per category:", ""]
     for row in analysis["maps"]:
         lines.append(f"- `{row['map']}` ({' / '.join(row['rows'])}): " + "; ".join(
@@ -381,10 +392,13 @@ def winners_figure(result: StudyResult, analysis: dict):
     return figure
 
 
-def _curve_panel(ax, map_result, config, setting, attribute: str, label: str) -> None:
+def _curve_panel(ax, map_result, config, setting, attribute: str, label: str, relative: bool = False) -> None:
+    """Mean ± std over seeds of a per-step curve; ``relative``: each seed's curve minus its value at step 0."""
     for method in METHODS:
         records = map_result.select(setting, config.paper_variant(method))
         curves = np.array([getattr(r, attribute) for r in records])
+        if relative:
+            curves = curves - curves[:, :1]
         mean = curves.mean(axis=0)
         std = curves.std(axis=0, ddof=1)
         x = np.arange(len(mean))
@@ -396,20 +410,24 @@ def _curve_panel(ax, map_result, config, setting, attribute: str, label: str) ->
 
 
 def curves_figure(result: StudyResult):
-    """Policy MSE over training, mean ± std over seeds: rows = anchor, NLP-like; columns = maps."""
+    """Policy MSE over training, mean ± std over seeds: rows = anchor, NLP-like; columns = maps. The NLP-like row
+    shows each seed's change from its initial MSE: there the policies barely move and the spread of the initial
+    policies across seeds would hide the (paired) differences."""
     plt = _pyplot()
     config = result.config
     figure, axes = plt.subplots(2, len(result.maps), figsize=(4.2 * len(result.maps), 7.0), squeeze=False)
     for column, map_result in enumerate(result.maps):
         for row, (name, setting) in enumerate((("anchor", config.anchor), ("NLP-like", config.nlp_like))):
             ax = axes[row, column]
-            _curve_panel(ax, map_result, config, setting, "mse_curve", "MSE(π_θ, π*)")
-            from ift.frozen_lake.study.analysis import initial_mse
-
-            ax.axhline(initial_mse(map_result).mean(), color="#777", linestyle="--", linewidth=0.8, label="initial")
+            relative = name == "NLP-like"
+            _curve_panel(ax, map_result, config, setting, "mse_curve",
+                         "MSE(π_θ, π*) − its value at step 0" if relative else "MSE(π_θ, π*)", relative=relative)
+            ax.axhline(0.0 if relative else initial_mse(map_result).mean(), color="#777", linestyle="--",
+                       linewidth=0.8, label="initial")
             ax.set_title(f"{map_result.name}: {name} ({setting.label})", fontsize=8)
             if setting.steps >= 300:
                 ax.set_xscale("symlog", linthresh=10)
+            ax.set_xlim(left=0)
     axes[0, 0].legend(fontsize=7)
     figure.tight_layout()
     return figure
@@ -422,6 +440,7 @@ def off_trajectory_figure(result: StudyResult):
     figure, axes = plt.subplots(1, len(result.maps), figsize=(4.2 * len(result.maps), 3.6), squeeze=False)
     for ax, map_result in zip(axes[0], result.maps):
         _curve_panel(ax, map_result, config, config.anchor, "off_curve", "mass on actions on neither trajectory")
+        ax.set_xlim(left=0)
         ax.set_title(f"{map_result.name}: anchor ({config.anchor.label})", fontsize=8)
     axes[0, 0].legend(fontsize=7)
     figure.tight_layout()
