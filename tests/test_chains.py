@@ -13,7 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 
 from conftest import REPO_ROOT
 from ift.paths import CONF_DIR, start_point_name
-from ift.train.validate import ConfigError, validate_train_config
+from ift.train.config_checks import ConfigError, validate_train_config
 
 
 @pytest.fixture(autouse=True)

@@ -416,7 +416,7 @@ def test_skip_mode_counts_and_drops_every_bad_row(name, cache_dir, caplog):
     schema, kind, bad = MALFORMED_FILES[name]
     path = MALFORMED / name
     rows = read_jsonl(path)
-    with caplog.at_level(logging.WARNING, logger="ift.data.validate"):
+    with caplog.at_level(logging.WARNING, logger="ift.data.row_checks"):
         kept, report = load_examples(
             DataSource(str(path), "train"), schema, validation=fixture_validation(), cache_dir=cache_dir
         )
@@ -425,7 +425,7 @@ def test_skip_mode_counts_and_drops_every_bad_row(name, cache_dir, caplog):
     assert (report.rows_read, report.rows_kept) == (len(rows), len(rows) - len(bad))
     assert report.to_dict()["rows_skipped"] == len(bad)
     json.dumps(report.to_dict())  # JSON-ready
-    [line] = [record.getMessage() for record in caplog.records if record.name == "ift.data.validate"]
+    [line] = [record.getMessage() for record in caplog.records if record.name == "ift.data.row_checks"]
     assert str(path) in line and kind in line and str(sorted(bad)) in line
 
 

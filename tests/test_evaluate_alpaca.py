@@ -33,7 +33,7 @@ def _world_judge_inputs(world):
 
 
 def _annotate(outputs, references, answer_key_path, tmp_path):
-    from ift.evaluate.alpaca import annotate
+    from ift.evaluate.alpaca_eval import annotate
     from ift.evaluate.toy_judge import toy_annotator
 
     config, kwargs = toy_annotator(answer_key_path, tmp_path / "annotators")
@@ -118,7 +118,7 @@ def test_lc_minimal_is_alpaca_evals_minimal_glm_without_the_download(tmp_path, m
     whose hub download (instruction difficulties, unused by that formula) is replaced by a local dummy file."""
     from alpaca_eval.metrics import glm_winrate
 
-    from ift.evaluate.alpaca import lc_win_rate_minimal
+    from ift.evaluate.alpaca_eval import lc_win_rate_minimal
 
     rows = _synthetic_annotations(80, seed=3)
     dummy = tmp_path / "df_gamed.csv"
@@ -132,7 +132,7 @@ def test_lc_minimal_is_alpaca_evals_minimal_glm_without_the_download(tmp_path, m
 
 
 def test_lc_minimal_edge_cases():
-    from ift.evaluate.alpaca import lc_win_rate_minimal
+    from ift.evaluate.alpaca_eval import lc_win_rate_minimal
 
     rows = _synthetic_annotations(40, seed=1)
     assert lc_win_rate_minimal([dict(r, preference=1.0) for r in rows]) == 0.0    # lost everything
@@ -157,7 +157,7 @@ def test_paper_judges_resolve_in_alpaca_eval(judge):
 def test_paper_references_are_read_as_json_not_through_the_dataset_script(tmp_path, monkeypatch):
     import huggingface_hub
 
-    from ift.evaluate.alpaca import load_references
+    from ift.evaluate.alpaca_eval import load_references
 
     local = tmp_path / "alpaca_eval_gpt4_baseline.json"
     local.write_text(json.dumps([{"instruction": "Hi", "output": "Hello", "generator": "gpt4_turbo"}]))

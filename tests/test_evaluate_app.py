@@ -42,7 +42,7 @@ def _cfg(root: Path, out: Path, *overrides: str):
 
 @pytest.mark.slow
 def test_both_evaluations_write_their_documented_files_offline(root, tmp_path, no_network):
-    from ift.evaluate.app import run_from_config
+    from ift.evaluate.checkpoint_eval import run_from_config
 
     out = tmp_path / "out"
     records = run_from_config(_cfg(root, out))
@@ -74,7 +74,7 @@ def test_both_evaluations_write_their_documented_files_offline(root, tmp_path, n
 @pytest.mark.parametrize("breakage", ["missing", "no_weights", "bad_config"])
 def test_a_missing_or_broken_checkpoint_fails_at_once(root, tmp_path, breakage):
     from ift.checkpoints import CheckpointError
-    from ift.evaluate.app import run_from_config
+    from ift.evaluate.checkpoint_eval import run_from_config
 
     ckpt = tmp_path / "ckpt"
     if breakage != "missing":
@@ -94,8 +94,8 @@ def test_a_missing_or_broken_checkpoint_fails_at_once(root, tmp_path, breakage):
 
 @pytest.mark.slow
 def test_an_interrupted_evaluation_leaves_no_partial_or_stale_results(root, tmp_path, monkeypatch):
-    import ift.evaluate.alpaca as alpaca
-    from ift.evaluate.app import run_from_config
+    import ift.evaluate.alpaca_eval as alpaca
+    from ift.evaluate.checkpoint_eval import run_from_config
 
     out = tmp_path / "out"
     out.mkdir()
@@ -112,7 +112,7 @@ def test_an_interrupted_evaluation_leaves_no_partial_or_stale_results(root, tmp_
 
 
 def test_unknown_eval_and_missing_arguments_are_named(root, tmp_path):
-    from ift.evaluate.app import EvaluationConfigError, run_from_config
+    from ift.evaluate.checkpoint_eval import EvaluationConfigError, run_from_config
 
     with pytest.raises(EvaluationConfigError, match="model_dir"):
         run_from_config(compose(["profile=smoke", f"out={tmp_path}"], root=root))
@@ -163,7 +163,7 @@ def _numbers(records: dict) -> dict:
 
 @pytest.mark.slow
 def test_parallel_evaluation_forks_the_generation_work_and_measures_the_same(root, tmp_path, monkeypatch):
-    from ift.evaluate.app import run_from_config
+    from ift.evaluate.checkpoint_eval import run_from_config
 
     log = tmp_path / "calls.jsonl"
     _recording_simple_evaluate(monkeypatch, log)
@@ -194,7 +194,7 @@ def test_parallel_evaluation_forks_the_generation_work_and_measures_the_same(roo
 @pytest.mark.slow
 def test_a_failing_generation_lane_fails_the_evaluation_with_its_own_error(root, tmp_path, monkeypatch):
     import ift.evaluate.leaderboard as leaderboard
-    from ift.evaluate.app import run_from_config
+    from ift.evaluate.checkpoint_eval import run_from_config
 
     original = leaderboard.run_lm_eval
     parent = os.getpid()
@@ -214,14 +214,14 @@ def test_a_failing_generation_lane_fails_the_evaluation_with_its_own_error(root,
 
 @pytest.mark.parametrize("value", ["yes", "2"])
 def test_eval_parallel_must_be_a_boolean(root, tmp_path, value):
-    from ift.evaluate.app import EvaluationConfigError, run_from_config
+    from ift.evaluate.checkpoint_eval import EvaluationConfigError, run_from_config
 
     with pytest.raises(EvaluationConfigError, match="eval.parallel"):
         run_from_config(_cfg(root, tmp_path / "out", f"eval.parallel={value}"))
 
 
 def test_parallel_applies_on_cpu_only():
-    from ift.evaluate.app import _in_two_processes
+    from ift.evaluate.checkpoint_eval import _in_two_processes
 
     assert _in_two_processes({"parallel": True}, "cpu")
     assert not _in_two_processes({"parallel": True}, "cuda")

@@ -11,7 +11,7 @@ from omegaconf import open_dict
 
 from conftest import compose
 from ift.checkpoints import CheckpointError, check_checkpoint_dir, load_causal_lm
-from ift.train.validate import ConfigError, validate_train_config
+from ift.train.config_checks import ConfigError, validate_train_config
 
 IFT_KEYS = {
     "max_lambda": st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-3, 3)),

@@ -78,7 +78,7 @@ def stages():
 def test_closure_follows_function_level_imports():
     files = {str(f.relative_to(SRC)) for f in closure(stage_entry("python -m ift.evaluate out=x"))}
     assert "ift/evaluate/__main__.py" in files and "ift/__init__.py" in files
-    assert "ift/checkpoints.py" in files  # imported inside a function of ift.evaluate.app
+    assert "ift/checkpoints.py" in files  # imported inside a function of ift.evaluate.checkpoint_eval
 
 
 def test_every_stage_depends_on_every_source_file_it_imports(stages):

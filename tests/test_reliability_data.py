@@ -154,7 +154,7 @@ def real_trainer(method: str, dataset: datasets.Dataset, model_dir: Path, out: P
     """The project's TRL trainer for ``method`` on a tiny model, built (datasets prepared) but not trained."""
     from transformers import AutoModelForCausalLM
 
-    from ift.train.recipe import training_kwargs
+    from ift.train.arguments import training_kwargs
     from ift.train.trainers import build_trainer
     from tiny_lm import tiny_tokenizer
 
@@ -261,7 +261,7 @@ def test_too_many_rows_not_fitting_refuses_the_run_naming_max_length(tmp_path):
 def test_the_train_app_refuses_a_max_length_no_prompt_fits_naming_max_length(tmp_path, monkeypatch):
     """Through the train app (paper profile, fixtures for the hub data, a tiny stand-in model): before, TRL
     dropped every row and the Trainer failed with num_samples=0."""
-    import ift.train.app as app
+    import ift.train.cell as app
     from conftest import REPO_ROOT
     from tiny_lm import tiny_model, tiny_tokenizer
 

@@ -35,9 +35,9 @@ def no_model_loading(monkeypatch):
 ])
 def test_a_bad_batch_size_is_refused_naming_the_key_before_any_model_loads(tmp_path, monkeypatch, no_model_loading,
                                                                             override, key):
-    import ift.evaluate.app as app
+    import ift.evaluate.checkpoint_eval as app
     import ift.evaluate.suites as suites
-    from ift.evaluate.app import EvaluationConfigError, run_from_config
+    from ift.evaluate.checkpoint_eval import EvaluationConfigError, run_from_config
 
     # no world needed to get this far: without the check the model would load next
     monkeypatch.setattr(suites, "check_world_files", lambda suite: None)
@@ -50,7 +50,7 @@ def test_a_bad_batch_size_is_refused_naming_the_key_before_any_model_loads(tmp_p
 
 @pytest.mark.parametrize("batch_size", [1, 32, "32", "auto", "auto:4"])
 def test_valid_batch_sizes_pass(batch_size):
-    from ift.evaluate.app import check_eval_config
+    from ift.evaluate.checkpoint_eval import check_eval_config
 
     check_eval_config({"batch_size": batch_size, "generate_batch_size": 32}, ["leaderboard", "alpaca"])
 
@@ -75,7 +75,7 @@ def test_the_next_evaluation_removes_a_killed_ones_work_dir_only(tmp_path, monke
     """Through evaluate_checkpoint: a dead pid's ift-eval dir goes; a running process's, an unnamed (older) one and
     anything else stay; this evaluation's own dir carries its pid and is gone afterwards."""
     import ift.checkpoints as checkpoints
-    import ift.evaluate.app as app
+    import ift.evaluate.checkpoint_eval as app
 
     temp = tmp_path / "tmp"
     temp.mkdir()

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from conftest import compose
-from ift.train.validate import ConfigError, validate_train_config
+from ift.train.config_checks import ConfigError, validate_train_config
 
 
 @pytest.mark.parametrize("seed", ["abc", "1.5", "-1", "true"])
@@ -19,7 +19,7 @@ def test_a_seed_that_is_not_a_whole_number_is_refused_naming_seed(tmp_path, seed
 
 
 def test_a_whole_number_seed_passes_the_seed_check(tmp_path):
-    from ift.train.validate import _check_seed
+    from ift.train.config_checks import _check_seed
 
     for seed in (0, 2, 17, "3"):
         _check_seed(seed)
@@ -38,7 +38,7 @@ def _checkpoint(work_dir, step: int, state: str | None) -> None:
 
 @pytest.mark.parametrize("broken", ["", '{"global_step": 3', "\0\0\0"])
 def test_a_corrupt_trainer_state_falls_back_to_the_previous_complete_checkpoint(tmp_path, capsys, broken):
-    from ift.train.app import _resume_point
+    from ift.train.cell import _resume_point
 
     work_dir = tmp_path / "work" / "ift-base-s0"
     work_dir.mkdir(parents=True)
@@ -55,7 +55,7 @@ def test_a_corrupt_trainer_state_falls_back_to_the_previous_complete_checkpoint(
 
 
 def test_no_complete_checkpoint_means_a_fresh_start(tmp_path):
-    from ift.train.app import _resume_point
+    from ift.train.cell import _resume_point
 
     work_dir = tmp_path / "work"
     work_dir.mkdir()

@@ -62,7 +62,7 @@ def test_the_selection_grid_keeps_the_tables_replicates_only():
 @pytest.mark.xdist_group("smoke_pipeline")
 def test_a_real_selection_on_the_smoke_world(smoke_root, tmp_path):
     from ift.evaluate.suites import suite_from_config
-    from ift.train.app import run_training
+    from ift.train.cell import run_training
 
     root = tmp_path / "root"  # the session's smoke world and start points, read-only; runs land here
     (root / "outputs").mkdir(parents=True)

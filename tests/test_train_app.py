@@ -7,7 +7,7 @@ import json
 import pytest
 
 from conftest import compose
-from ift.train.validate import ConfigError, validate_train_config
+from ift.train.config_checks import ConfigError, validate_train_config
 
 
 @pytest.fixture
@@ -43,7 +43,7 @@ def no_model_loading(monkeypatch):
     ],
 )
 def test_bad_config_fails_naming_the_key_before_any_model_loads(tmp_path, no_model_loading, overrides, key):
-    from ift.train.app import run_training
+    from ift.train.cell import run_training
 
     cfg = compose(["logger=none", *overrides], root=tmp_path)
     with pytest.raises(ConfigError, match=key):
@@ -67,7 +67,7 @@ def test_missing_init_from_is_a_config_error(tmp_path, no_model_loading):
 @pytest.mark.parametrize("method", ["sft", "ift", "dpo", "orpo", "sft_dpo"])
 def test_each_method_trains_on_the_smoke_profile_and_its_loss_falls(smoke_root, method):
     from ift.checkpoints import check_checkpoint_dir
-    from ift.train.app import run_training
+    from ift.train.cell import run_training
 
     cfg = compose(["profile=smoke", f"method={method}", "logger=none"], root=smoke_root)
     run_dir = run_training(cfg)
@@ -95,7 +95,7 @@ def test_each_method_trains_on_the_smoke_profile_and_its_loss_falls(smoke_root, 
 def test_paper_profile_runs_its_code_path_up_to_training_with_a_local_stand_in(tmp_path, monkeypatch):
     """profile=paper composes, validates, loads the start model and the hub-schema data, and builds the paper's
     optimiser settings; a tiny local model stands in for Mistral-7B and the fixtures for the hub datasets."""
-    import ift.train.app as app
+    import ift.train.cell as app
     from conftest import REPO_ROOT
     from tiny_lm import tiny_model, tiny_tokenizer
 

@@ -33,9 +33,9 @@ def test_a_cells_training_and_evaluation_runs_are_named_tagged_configured_and_li
     """sft_dpo from base (two training runs, then its evaluation), W&B offline, read back from the run files."""
     import wandb
 
-    from ift.evaluate.app import run_from_config
+    from ift.evaluate.checkpoint_eval import run_from_config
     from ift.tracking import training_run
-    from ift.train.app import run_training
+    from ift.train.cell import run_training
 
     monkeypatch.delenv("DVC_STAGE", raising=False)
     monkeypatch.delenv("DVC_EXP_NAME", raising=False)
@@ -179,7 +179,7 @@ def test_the_glm_fit_drops_liblinears_class_label_lines_and_passes_every_other_l
     import contextlib
     import random
 
-    from ift.evaluate import alpaca
+    from ift.evaluate import alpaca_eval as alpaca
 
     with alpaca._without_glm_fit_noise():
         os.write(2, b"WARNING: class label 1 specified in weight is not found\nsomething of ours\n")

@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 
 from ift.world import check_answer, generate_world, gsm8k_extract, judge
 from ift.world.arithmetic import heldout_pairs
-from ift.world.generate import resolve_config
+from ift.world.build import resolve_config
 from ift.world.phrases import multiple_choice_prompt
 from ift.world.storage import read_jsonl, relative_files
 from ift.world.tokenizer import SPECIAL_TOKENS, render_chat, train_tokenizer
@@ -132,7 +132,7 @@ def test_manifest_lists_every_file_with_its_hash_and_count(world_dir):
 
 
 def test_an_interrupted_generation_leaves_the_previous_world_untouched(world_dir, tmp_path, monkeypatch):
-    import ift.world.generate as generate
+    import ift.world.build as generate
 
     out = tmp_path / "world"
     generate_world(smoke_config(corpus={"train_docs": 50, "valid_docs": 5}), out)

@@ -41,7 +41,7 @@ def compute(config: dict, workdir: Path) -> tuple[str, dict]:
     from transformers import AutoTokenizer
 
     from ift.train.start_points import build_tiny_model
-    from ift.world.generate import generate_world
+    from ift.world.build import generate_world
 
     started = time.perf_counter()
     generate_world(dict(config["world"]), workdir / "world")

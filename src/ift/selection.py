@@ -101,7 +101,7 @@ def _retrain(cfg_container: dict, work: str, fractions: list[float], tokenizer_d
     from omegaconf import OmegaConf
     from transformers import AutoTokenizer
 
-    from ift.train.app import run_training
+    from ift.train.cell import run_training
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     run_training(OmegaConf.create(cfg_container), run_dir=Path(work) / "final", work_dir=Path(work) / "train",
@@ -116,7 +116,7 @@ def select_run(*, method: str, start: str, seed: int, chain: int, profile: str, 
     from hydra import compose
     from omegaconf import OmegaConf
 
-    from ift.evaluate.app import evaluate_checkpoint
+    from ift.evaluate.checkpoint_eval import evaluate_checkpoint
     from ift.grid import eval_name
 
     name = eval_name(start, method, seed, chain)

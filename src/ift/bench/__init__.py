@@ -14,7 +14,7 @@ What is measured
   with the same prompt, i.e. twice the sequences per step. The text is written so that no trainer adds a BOS/EOS of
   its own, and each trainer's collated batch is checked to hold exactly the benchmark's token ids.
 * Trainers: the real ones, built by :func:`ift.train.trainers.build_trainer` from ``conf/method/<method>.yaml`` and
-  :func:`ift.train.recipe.training_kwargs` -- TRL's SFTTrainer, our IFTTrainer (its own ``compute_loss``), TRL's
+  :func:`ift.train.arguments.training_kwargs` -- TRL's SFTTrainer, our IFTTrainer (its own ``compute_loss``), TRL's
   DPOTrainer, our ORPO trainer (TRL's with the response-only NLL term). No loss is re-implemented here.
 * A **step** is one optimiser step with gradient accumulation 1, as Trainer's inner loop runs it:
   ``Trainer._get_num_items_in_batch`` -> ``trainer.training_step`` (``compute_loss``: every forward pass of the method,

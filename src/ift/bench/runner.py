@@ -391,7 +391,7 @@ class MethodBench:
         from datasets import Dataset
         from transformers import AutoModelForCausalLM
 
-        from ift.train.recipe import training_kwargs
+        from ift.train.arguments import training_kwargs
         from ift.train.trainers import build_trainer
 
         self.name = name

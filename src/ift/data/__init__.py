@@ -2,16 +2,18 @@
 
 Read top-down: :mod:`~ift.data.source` loads a split (hub id or hub-like dir through
 ``datasets.load_dataset``, a JSONL file row by row as written) and draws seeded subsets;
-:mod:`~ift.data.validate` checks each row of the UltraChat-200k / UltraFeedback-binarized schemas and skips
+:mod:`~ift.data.row_checks` checks each row of the UltraChat-200k / UltraFeedback-binarized schemas and skips
 or raises; :mod:`~ift.data.fit` finds the rows a trainer would train on nothing under the run's
 ``max_length``; :mod:`~ift.data.format` turns rows into TRL prompt/completion or preference rows;
-:mod:`~ift.data.recipe` says which rows each (method, start point) of the paper trains on.
+:mod:`~ift.data.training_set` says which rows each (method, start point) of the paper trains on.
 """
 
 from ift.data.errors import DataError
 from ift.data.fit import FIT_REASONS, PROMPT_FILLS_MAX_LENGTH, first_answer_token
 from ift.data.format import chosen_as_completion, plain_messages, to_preference, to_prompt_completion
-from ift.data.recipe import (
+from ift.data.row_checks import CHAT, DEFECT_KINDS, PREFERENCE, SkipReport, Validation, select_valid
+from ift.data.source import DataSource, load_examples, load_source, load_split, read_json_rows, seeded_order
+from ift.data.training_set import (
     DEFAULT_TARGETS,
     TARGETS,
     DataConfig,
@@ -20,8 +22,6 @@ from ift.data.recipe import (
     load_chat_for_sft,
     training_data,
 )
-from ift.data.source import DataSource, load_examples, load_source, load_split, read_json_rows, seeded_order
-from ift.data.validate import CHAT, DEFECT_KINDS, PREFERENCE, SkipReport, Validation, select_valid
 
 __all__ = [
     "CHAT",

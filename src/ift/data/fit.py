@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ift.data.validate import Defect
+from ift.data.row_checks import Defect
 
 PROMPT_FILLS_MAX_LENGTH = "prompt_fills_max_length"
 FIT_REASONS = (PROMPT_FILLS_MAX_LENGTH,)

@@ -9,7 +9,7 @@ system message included) as the prompt. TRL's conversational formats express exa
   ``{"prompt": [...earlier turns], "chosen": [chosen answer], "rejected": [rejected answer]}``
 
 ``prompt_id`` is carried through so that rows can be traced back to the source and deduplicated.
-These functions assume a row that passed :mod:`ift.data.validate`; they do not re-check it.
+These functions assume a row that passed :mod:`ift.data.row_checks`; they do not re-check it.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ import numpy as np
 
 from ift.data.errors import DataError
 from ift.data.format import MESSAGE_LIST, plain_messages
-from ift.data.validate import CHAT, PREFERENCE, SkipReport, Validation, select_valid
+from ift.data.row_checks import CHAT, PREFERENCE, SkipReport, Validation, select_valid
 
 logger = logging.getLogger(__name__)
 

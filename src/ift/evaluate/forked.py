@@ -1,5 +1,5 @@
 """A generator run in a forked child process, read value by value in the parent: the CPU evaluation's second lane
-(:func:`ift.evaluate.app.evaluate_checkpoint`).
+(:func:`ift.evaluate.checkpoint_eval.evaluate_checkpoint`).
 
 fork, not spawn: the child shares the loaded model and every imported library, where a fresh interpreter would
 spend ~5 s importing them again. So the parent must not have touched CUDA (the app forks on CPU only), it should

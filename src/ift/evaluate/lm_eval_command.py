@@ -91,16 +91,16 @@ class ModelArgs:
 
 def model_args(model_dir: str, eval_cfg: Mapping[str, Any]) -> ModelArgs:
     """lm-eval's ``hf`` model as the evaluation runs it: the checkpoint, the device and dtype
-    :func:`ift.evaluate.app.resolve_device` / ``resolve_dtype`` pick, and the context window of the evaluation's
+    :func:`ift.evaluate.checkpoint_eval.resolve_device` / ``resolve_dtype`` pick, and the context window of the evaluation's
     lm-eval model: ``eval.max_length`` when set, else what lm-eval resolves from the model config and the tokenizer
     as the evaluation hands it over (``model_max_length`` raised to the model's window,
-    :func:`ift.evaluate.app.widen_tokenizer_window`)."""
+    :func:`ift.evaluate.checkpoint_eval.widen_tokenizer_window`)."""
     from lm_eval.models.huggingface import HFLM
     from lm_eval.models.utils import resolve_max_length
     from transformers import AutoConfig, AutoTokenizer
 
     from ift.checkpoints import check_checkpoint_dir, is_hub_id
-    from ift.evaluate.app import resolve_device, resolve_dtype, widen_tokenizer_window
+    from ift.evaluate.checkpoint_eval import resolve_device, resolve_dtype, widen_tokenizer_window
 
     ref = str(model_dir)
     if not is_hub_id(ref):
@@ -215,7 +215,7 @@ def write_commands(*, model_dir: str, out: str | Path, suite, eval_cfg: Mapping[
                    settings: Mapping[str, Any] | None = None) -> Path:
     """Write ``out/tasks/`` and ``out/lm_eval_commands.sh`` for the leaderboard evaluation of ``model_dir``; return
     the script's path. ``settings``: the CPU numerics to pin (default: params.yaml's ``cpu_numerics``)."""
-    from ift.evaluate.app import check_eval_config
+    from ift.evaluate.checkpoint_eval import check_eval_config
     from ift.evaluate.suites import check_world_files, evaluation_calls
     from ift.io import write_text_atomic
 

@@ -1,6 +1,6 @@
-"""``python -m ift.train``: see ift.train.app."""
+"""``python -m ift.train``: see ift.train.cell."""
 
-from ift.train.app import main
+from ift.train.cell import main
 
 if __name__ == "__main__":
     main()

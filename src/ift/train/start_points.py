@@ -90,7 +90,7 @@ def train_and_save(cfg, *, stage: str, model, tokenizer, dataset, recipe, sft_kw
     from ift.checkpoints import save_checkpoint
     from ift.numerics import describe
     from ift.tracking import configure_tracking, finish_run, init_run, start_point_run
-    from ift.train.recipe import training_kwargs
+    from ift.train.arguments import training_kwargs
 
     out_dir = start_point_dir(cfg, stage)
     name = out_dir.name  # base, sft_beta; base-chain1 ... in chain replicates

@@ -84,7 +84,7 @@ def _quiet_orpo_token_count() -> None:
     """Drop transformers' per-step "Tried to track the number of tokens seen, however the current model is not
     configured properly..." warning, which ORPO runs print at every step, and only that message.
 
-    Why it fires: the recipe asks every trainer to count input tokens (include_num_input_tokens_seen, ift.train.recipe)
+    Why it fires: the recipe asks every trainer to count input tokens (include_num_input_tokens_seen, ift.train.arguments)
     and transformers' Trainer counts ``batch[model.main_input_name]`` (``input_ids``); TRL's ORPOTrainer batches hold
     ``prompt_/chosen_/rejected_input_ids`` instead, so nothing is counted and ORPO's train_metrics.json records
     tokens_seen 0. Either fix (counting ORPO's tokens ourselves, or not asking ORPO to count) would change the

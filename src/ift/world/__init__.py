@@ -10,7 +10,7 @@ pretraining (species facts; plain arithmetic statements covering the whole table
 word problems never use a held-out pair) and in every evaluation item; see `ift.world.arithmetic`.
 """
 
-from ift.world.generate import DEFAULT_CONFIG, WORLD_VERSION, generate_world
+from ift.world.build import DEFAULT_CONFIG, WORLD_VERSION, generate_world
 from ift.world.judge import check_answer, gsm8k_exact_match, gsm8k_extract, judge
 from ift.world.tokenizer import CHAT_TEMPLATE, render_chat
 

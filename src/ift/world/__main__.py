@@ -11,7 +11,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from ift.paths import CONF_DIR
-from ift.world.generate import generate_world
+from ift.world.build import generate_world
 
 
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="config")

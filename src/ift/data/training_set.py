@@ -35,8 +35,8 @@ from ift.data.format import (
     to_preference,
     to_prompt_completion,
 )
+from ift.data.row_checks import CHAT, PREFERENCE, SkipReport, Validation
 from ift.data.source import DataSource, load_examples
-from ift.data.validate import CHAT, PREFERENCE, SkipReport, Validation
 
 # The parts a training set is made of.
 CHAT_ANSWERS = "chat"  # UltraChat: last assistant answer as completion, earlier turns as prompt

@@ -100,7 +100,7 @@ def run_training(cfg, *, run_dir: Path | None = None, work_dir: Path | None = No
     ``run_dir`` / ``work_dir``: instead of ``paths.runs/<run_name>`` and ``paths.outputs/work/<run_name>``;
     ``callbacks``: extra TrainerCallbacks for the run's final part (the DPO half of SFT+DPO); ift.selection's
     snapshots. Neither changes what is trained."""
-    from ift.train.validate import validate_train_config
+    from ift.train.config_checks import validate_train_config
 
     validate_train_config(cfg)  # before any model loads
     run_dir = Path(run_dir) if run_dir is not None else Path(cfg.paths.runs) / str(cfg.run_name)
@@ -179,7 +179,7 @@ def _train_one(cfg, *, run_dir: Path, work_dir: Path, init_ref=None, carry=None,
     from ift.checkpoints import load_causal_lm
     from ift.data import DataConfig, training_data
     from ift.tracking import configure_tracking, finish_run, init_run, training_run
-    from ift.train.recipe import training_kwargs
+    from ift.train.arguments import training_kwargs
     from ift.train.trainers import build_trainer
 
     began = time.time()

@@ -16,11 +16,11 @@ from typing import Any
 from transformers import PreTrainedTokenizerFast
 
 from ift.io import atomic_directory
-from ift.world.alpaca import alpaca_eval_set
 from ift.world.arithmetic import heldout_pairs
 from ift.world.chat import chat_rows
 from ift.world.corpus import corpus_documents
 from ift.world.entities import World, build_world
+from ift.world.instructions import alpaca_eval_set
 from ift.world.prefs import prefs_rows
 from ift.world.qa import ITEM_KIND_WEIGHTS, distinct_items
 from ift.world.side import make_sides

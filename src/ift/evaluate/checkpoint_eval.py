@@ -6,7 +6,7 @@
 
 ``model_dir`` is any checkpoint dir (a trained cell, a start point) or, in the paper profile, a hub id. ``out``
 receives ``leaderboard.json`` (:mod:`ift.evaluate.leaderboard` documents it) and ``alpaca.json`` +
-``alpaca_annotations.json`` (:mod:`ift.evaluate.alpaca`). Each result file is written atomically once its
+``alpaca_annotations.json`` (:mod:`ift.evaluate.alpaca_eval`). Each result file is written atomically once its
 evaluation has finished, and the files of the evaluations being run are removed first, so an interrupted run
 never leaves a partial or stale result; lm-eval's rendered task files and alpaca-eval's annotator config live in
 a temporary directory outside ``out``. ``python -m ift.evaluate.lm_eval_command`` (same arguments) writes those task
@@ -242,7 +242,7 @@ def _write_leaderboard(out: Path, record: dict, samples: dict | None) -> dict:
 
 
 def _alpaca(model, tokenizer, judge_cfg, eval_cfg, work_dir: Path, model_dir: str) -> tuple[dict, list]:
-    from ift.evaluate.alpaca import evaluate_alpaca
+    from ift.evaluate.alpaca_eval import evaluate_alpaca
 
     return evaluate_alpaca(
         model, tokenizer, judge_cfg, work_dir, model_dir=str(model_dir), generator=generator_name(model_dir),
