@@ -39,7 +39,7 @@ def micro_result(tmp_path_factory):
 
 
 def test_results_json_structure(micro_result):
-    from ift.bench.runner import DEFAULT_METHODS
+    from ift.bench.settings import DEFAULT_METHODS
 
     result, path = micro_result
     assert path.name == "results.json" and path.parent.name == "bench"
@@ -118,7 +118,7 @@ def test_results_of_two_shapes_are_merged(tmp_path):
     ],
 )
 def test_bad_config_fails_naming_the_key(tmp_path, override, key):
-    from ift.bench.runner import BenchError, resolve_settings
+    from ift.bench.settings import BenchError, resolve_settings
 
     with pytest.raises(BenchError, match=key):
         resolve_settings(_bench_cfg(tmp_path, [override]))
@@ -127,7 +127,7 @@ def test_bad_config_fails_naming_the_key(tmp_path, override, key):
 def test_gpu_shape_needs_cuda(tmp_path):
     import torch
 
-    from ift.bench.runner import BenchError, resolve_settings
+    from ift.bench.settings import BenchError, resolve_settings
 
     cfg = _bench_cfg(tmp_path, ["shape=gpu"])
     if torch.cuda.is_available():

@@ -66,17 +66,31 @@ def test_gradient_accumulation_invariance(tmp_path, tok, accumulation_pair):
     _assert_same_grads(full, split)
 
 
-@pytest.mark.parametrize("tie", [False, True])
-def test_memory_efficient_path_equals_plain_path(tmp_path, tok, tie):
+@pytest.mark.parametrize("tie, memory_efficient", [(False, True), (True, True), (False, "pass1"), (False, "pass2")])
+def test_memory_efficient_path_equals_plain_path(tmp_path, tok, tie, memory_efficient):
     """One optimiser step (GA 2) of the chunked passes (chunk size 7, not dividing the positions) equals the plain
-    full-logits passes: every parameter's gradient, with untied and tied input/output embeddings."""
+    full-logits passes: every parameter's gradient, with untied and tied input/output embeddings, and with only one
+    pass chunked (the benchmark's ablations)."""
     rows = qa_rows(8, seed=4)
     base = tiny_model(tok, seed=2, tie=tie)
     _, fast = _one_step(tmp_path, copy.deepcopy(base), rows, batch=4, accumulation=2,
-                        options=IFTOptions(memory_efficient=True, chunk_size=7), tok=tok)
+                        options=IFTOptions(memory_efficient=memory_efficient, chunk_size=7), tok=tok)
     _, plain = _one_step(tmp_path, copy.deepcopy(base), rows, batch=4, accumulation=2,
                          options=IFTOptions(memory_efficient=False), tok=tok)
     _assert_same_grads(fast, plain)
+
+
+@pytest.mark.parametrize("memory_efficient, chunked", [(True, {"pass1", "pass2"}), (False, set()),
+                                                      ("pass1", {"pass1"}), ("pass2", {"pass2"})])
+def test_memory_efficient_option_picks_each_pass_path(tmp_path, tok, monkeypatch, memory_efficient, chunked):
+    """``memory_efficient`` decides, pass by pass, whether the LM head runs over chunks (the kernels are called)."""
+    calls = []
+    for name, ift_pass in (("chunked_greedy_and_label_logps", "pass1"), ("chunked_label_logps", "pass2")):
+        kernel = getattr(logprobs, name)
+        monkeypatch.setattr(logprobs, name, lambda *a, _k=kernel, _p=ift_pass, **kw: calls.append(_p) or _k(*a, **kw))
+    _one_step(tmp_path, tiny_model(tok, seed=2), qa_rows(4, seed=4), batch=4, accumulation=1,
+              options=IFTOptions(memory_efficient=memory_efficient), tok=tok)
+    assert set(calls) == chunked
 
 
 def test_untied_input_embedding_gets_no_gradient(tmp_path, tok):
@@ -150,7 +164,7 @@ def test_lambda_is_logged_and_pass_losses_recorded(tmp_path, tok):
     "bad, key",
     [(dict(max_lambda=1.5), "max_lambda"), (dict(gamma=-0.1), "gamma"), (dict(propagation_norm="L3"), "norm"),
      (dict(propagation_side="middle"), "side"), (dict(lambda_schedule="cosine"), "schedule"),
-     (dict(lambda_disturb="uniform"), "disturb")],
+     (dict(lambda_disturb="uniform"), "disturb"), (dict(memory_efficient="both"), "memory_efficient")],
 )
 def test_bad_options_fail_naming_the_key(bad, key):
     with pytest.raises(ValueError, match=key):

@@ -390,6 +390,9 @@ def mix_embeddings(true_embeds: torch.Tensor, intuition_embeds: torch.Tensor, la
 # --------------------------------------------------------------------------------------------------------
 
 
+MEMORY_EFFICIENT_CHOICES = (True, False, "pass1", "pass2")
+
+
 @dataclass(frozen=True)
 class IFTOptions:
     """IFT's hyperparameters (conf/method/ift.yaml); defaults are the paper's (λ = 0.2, γ = 0.95)."""
@@ -404,7 +407,9 @@ class IFTOptions:
     propagation_side: str = "left"
     propagation_norm: str = "L1"
     linear_form: bool = False  # the paper's Eq. 21 (linear in token losses) instead of the reference code's form
-    memory_efficient: bool = True  # chunked LM head in both passes; False = the plain path (full logits)
+    # True: the LM head over chunks of positions in both passes (no full-vocabulary logits); False: full logits in
+    # both (the plain path); "pass1" / "pass2": chunked in that pass only (the benchmark's ablations, ift.bench)
+    memory_efficient: bool | str = True
     chunk_size: int = DEFAULT_CHUNK_SIZE
 
     def validate(self) -> None:
@@ -419,6 +424,13 @@ class IFTOptions:
                             propagation_norm=self.propagation_norm)
         if self.chunk_size < 1:
             raise ValueError(f"method.chunk_size must be >= 1, got {self.chunk_size}")
+        if self.memory_efficient not in MEMORY_EFFICIENT_CHOICES:
+            raise ValueError(f"method.memory_efficient must be one of {list(MEMORY_EFFICIENT_CHOICES)}, "
+                             f"got {self.memory_efficient!r}")
+
+    def chunked(self, ift_pass: str) -> bool:
+        """Whether IFT's ``"pass1"`` or ``"pass2"`` runs the LM head over chunks of positions."""
+        return self.memory_efficient is True or self.memory_efficient == ift_pass
 
 
 def ift_options(method) -> IFTOptions:

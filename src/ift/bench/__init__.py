@@ -43,10 +43,17 @@ What is measured
 
 Methods (conf/bench.yaml ``methods``): ``sft``, ``ift``, ``ift_plain`` (``memory_efficient=false``: full-vocabulary
 logits in pass 1 and a plain log-softmax over full logits in pass 2, the "before" of IFT's optimisations),
-``ift_plain_pass1`` / ``ift_plain_pass2`` (only one pass plain: each optimisation alone), ``dpo``,
+``ift_plain_pass1`` / ``ift_plain_pass2`` (only one pass plain: each optimisation alone, through the trainer option
+``memory_efficient: pass2 | pass1``), ``dpo``,
 ``dpo_precomputed``, ``orpo``.
+
+Modules, in the order a run uses them: ``settings`` (VARIANTS, conf/bench.yaml), ``workload`` (machine, tokenizer,
+rows, initial model), ``step`` (each method's trainer and step), ``measure`` (time, memory, FLOPs), ``results``
+(ratios, results.json, the markdown table) and ``runner`` (the interleaved rounds).
 """
 
-from ift.bench.runner import VARIANTS, markdown_table, report, run_benchmark, write_results
+from ift.bench.results import markdown_table, report, write_results
+from ift.bench.runner import run_benchmark
+from ift.bench.settings import VARIANTS
 
 __all__ = ["VARIANTS", "markdown_table", "report", "run_benchmark", "write_results"]

@@ -14,7 +14,7 @@ from ift.paths import CONF_DIR
 
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="bench")
 def main(cfg: DictConfig) -> None:
-    from ift.bench.runner import report, run_benchmark, write_results
+    from ift.bench import report, run_benchmark, write_results
 
     result = run_benchmark(cfg)
     path = write_results(result, cfg.out)

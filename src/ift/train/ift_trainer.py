@@ -105,7 +105,7 @@ class IFTTrainer(SequenceMeanMixin, SFTTrainer):
 
         The log-probs only feed the logged pass-1 SFT loss; the argmax feeds the intuition.
         """
-        if not self.ift.memory_efficient:
+        if not self.ift.chunked("pass1"):
             logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
             return (logits.argmax(-1), *logprobs.gather_label_logps(logits, labels))
         return self.score_final_hidden(
@@ -161,7 +161,7 @@ class IFTTrainer(SequenceMeanMixin, SFTTrainer):
         in backward), so gradients reach the head and, through the hidden states, the whole decoder.
         """
         with self.mixed_input_embeddings(model, intuition_ids, lam):
-            if not self.ift.memory_efficient:
+            if not self.ift.chunked("pass2"):
                 logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
                 return logprobs.gather_label_logps(logits, labels)
             return self.score_final_hidden(
