@@ -97,7 +97,7 @@ def no_network(monkeypatch):
 
 @pytest.fixture
 def restore_wandb_env():
-    """Each test gets its own W&B service: an earlier in-process evaluation in this worker (tests/test_evaluate_app)
+    """Each test gets its own W&B service: an earlier in-process evaluation in this worker (tests/ift/evaluate/test_checkpoint_eval.py)
     may have left one behind whose socket is gone."""
     import wandb
 
@@ -107,3 +107,9 @@ def restore_wandb_env():
     for key in [k for k in os.environ if k.startswith("WANDB_")]:
         del os.environ[key]
     os.environ.update(saved)
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Keeps the datasets cache of the data tests out of the user's ~/.cache."""
+    return str(tmp_path_factory.mktemp("hf_datasets_cache"))

@@ -1,6 +1,6 @@
 """Per-token log-probs of the labels, and greedy next tokens, from a causal LM's outputs.
 
-Two ways to get them, with the same result (tests/test_losses.py checks them against each other):
+Two ways to get them, with the same result (tests/ift/test_losses.py checks them against each other):
 
 * from full logits ``[B, L, V]`` (:func:`gather_label_logps`), the plain path;
 * from the final hidden states and the LM head, ``chunk_size`` positions at a time (:func:`chunked_label_logps`,

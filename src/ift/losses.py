@@ -10,7 +10,7 @@ Nothing here knows about models, tokenizers or trainers; log-probs come from ift
 | ORPO | -mean log p(y_w) / T_w - β log σ(log odds_w - log odds_l) | ResponseNLLORPOTrainer (TRL's, NLL fixed) | :func:`orpo_loss` (tests, Frozen Lake) |
 | IFT | mean_i Σ_t w_it · (-log p(y_it | (1-λ)E(x) + λE(x̃))) | IFTTrainer | :func:`ift_loss` and its parts |
 
-"(tests)": the trainer computes the loss itself; tests/test_trl_formulas.py checks TRL's value and gradients
+"(tests)": the trainer computes the loss itself; tests/ift/train/test_trainers.py checks TRL's value and gradients
 against the function here. Frozen Lake (ift.frozen_lake) trains with these functions directly.
 
 Notation (the contract every function follows): a batch of sequences (prompt + response) with HF-style

@@ -1,4 +1,4 @@
-"""Worker for tests/test_distributed.py: a few optimiser steps of SFT, IFT and DPO on a tiny model, under 1 or
+"""Worker for tests/distributed/test_distributed.py: a few optimiser steps of SFT, IFT and DPO on a tiny model, under 1 or
 more processes on CPU (gloo), with the same GLOBAL batch; writes the losses, gradient norms, final (full)
 parameters and the reloaded checkpoint that ``ift.train.cell.save_run`` wrote, to <out_dir>/result-<tag>.pt.
 

@@ -18,7 +18,7 @@ The declared treatment, for every trainer alike: such a row is skipped before tr
 ``prompt_fills_max_length``. The prompt is never truncated (cutting its start would train an answer on a
 question it no longer answers). :func:`first_answer_token` says where each trainer puts the first trained
 answer token, by the same tokenisation as TRL 1.16 (``SFTTrainer._prepare_dataset``,
-``DPOTrainer._prepare_dataset``, ``ORPOTrainer.tokenize_row``); tests/test_reliability_data.py checks it
+``DPOTrainer._prepare_dataset``, ``ORPOTrainer.tokenize_row``); tests/ift/data/test_row_fit_and_types.py checks it
 against the real trainers. A row that fits but whose answer is cut short is trained on what fits, as TRL
 does, and is not counted.
 """

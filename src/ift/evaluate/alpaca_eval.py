@@ -107,7 +107,7 @@ def _records(annotations) -> list[dict[str, Any]]:
 # regularisation grid) whose rows carry no class-1 weight, which happens when a model wins only a few pairs
 # (alpaca-eval duplicates each pair as class 1 and class 0, weighted by the preference), and scikit-learn warns
 # "Liblinear failed to converge" on folds that are (nearly) separable. Both are alpaca-eval's internals, expected
-# on a few dozen judged pairs, and say nothing about our code or the figure (tests/test_wandb_runs.py checks that
+# on a few dozen judged pairs, and say nothing about our code or the figure (tests/integration/test_wandb_runs.py checks that
 # the figure is unchanged and other stderr lines pass).
 GLM_FIT_NOISE = ("class label 1 specified in weight is not found",)
 GLM_FIT_WARNING = r"Liblinear failed to converge"

@@ -24,7 +24,7 @@ evaluation's, whose files it leaves alone):
   ``i`` writes lm-eval's results JSON under ``<out>/results/call_<i>/``.
 
 Every metric of every task in those results equals the evaluation's ``leaderboard.json`` (its ``lm_eval.results``
-and the headline values), tested on a smoke checkpoint (tests/test_lm_eval_command.py). The evaluation's lm-eval
+and the headline values), tested on a smoke checkpoint (tests/ift/evaluate/test_lm_eval_command.py). The evaluation's lm-eval
 model only counts over-long prompts (``truncated_requests``, ours, not lm-eval's); with ``eval.parallel`` its
 generation tasks run in a forked process as a separate call, which changes no batch (lm-eval batches
 log-likelihood and generation requests apart), so the lines follow the single-process calls. What the CLI cannot

@@ -9,7 +9,7 @@ interval is Student's t over those per-replicate statistics (90%, n − 1 degree
 the interval lies above 0, *contradicted* when below, *inconclusive* when it contains 0 or rests on one seed. With one
 number per cell (the paper's published tables, or a single benchmark run) there is no interval, and the verdict is
 the estimate's sign. The same code reads the paper's published numbers, so each statement also gets the paper's own value:
-``tests/test_report_claims.py`` checks that the paper's numbers support every claim the paper makes.
+``tests/ift/report/test_claims.py`` checks that the paper's numbers support every claim the paper makes.
 
 Sources of terms: ``(start, method)`` cells of Table 2 / Table 3 (the report's own column keys); ``("frozen_lake",
 method)`` with column ``policy_mse`` (report/frozen_lake.json, per seed); ``("bench", method)`` with columns

@@ -152,7 +152,7 @@ def save_run(trainer, tokenizer, run_dir: Path, write_extras=None) -> None:
     Every process must call it. Under FSDP (or ZeRO-3) each process holds only a shard of every parameter, and
     ``save_pretrained`` on the sharded model fails, so the full state dict is gathered first
     (``accelerator.get_state_dict``, a collective); then only the main process writes, while the others wait.
-    tests/test_distributed.py checks the saved weights of a 2-process FSDP run against a 1-process run.
+    tests/distributed/test_distributed.py checks the saved weights of a 2-process FSDP run against a 1-process run.
     """
     from ift.checkpoints import write_checkpoint
 

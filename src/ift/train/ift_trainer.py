@@ -21,7 +21,7 @@ FSDP's post-forward reshard (``prepend=True``), and a weight a no-gradient read 
 gathered in full first (``_full``). Pass 2 reads the LM head *with* gradient; by then the norm has run, so the head
 is FSDP's gathered plain tensor and its gradient is reduce-scattered by FSDP as usual (``_gathered`` refuses a
 DTensor rather than gather it outside FSDP).
-tests/test_distributed.py checks 2-process FSDP2 against 1 process.
+tests/distributed/test_distributed.py checks 2-process FSDP2 against 1 process.
 
 Normalisation: the loss is a mean over *sequences*, so under gradient accumulation and across processes the
 divisor is the number of sequences in the whole optimiser step (``ift.train.sequence_mean.SequenceMeanMixin``, shared

@@ -102,7 +102,7 @@ def response_nll_orpo_trainer_class():
     TRL computes the NLL term as the token-mean cross-entropy over the whole chosen sequence, prompt included.
     The ORPO paper and the IFT authors' code use -mean log p(y_w | x): the chosen *response's* length-normalised
     log-prob, averaged over the pairs. Only that term changes; the odds-ratio term is TRL's (already the formula).
-    tests/test_trl_formulas.py checks the result against ift.losses.orpo_loss.
+    tests/ift/train/test_trainers.py checks the result against ift.losses.orpo_loss.
     """
     from trl.experimental.orpo import ORPOTrainer
 

@@ -25,7 +25,7 @@ from ift.world.phrases import multiple_choice_prompt
 from ift.world.storage import read_jsonl, relative_files
 from ift.world.tokenizer import SPECIAL_TOKENS, render_chat, train_tokenizer
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 CONF = REPO / "conf"
 STEP = re.compile(r"\b(\d+) (plus|minus|times) (\d+)\b")
 

@@ -129,7 +129,7 @@ def test_git_commit_and_dvc_stage(tmp_path, monkeypatch):
 
     assert git_commit(tmp_path) == "unknown"
     assert git_commit(tmp_path / "missing") == "unknown"
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     if (repo / ".git").exists():
         assert re.fullmatch(r"[0-9a-f]{40}", git_commit(repo))
     monkeypatch.delenv("DVC_STAGE", raising=False)

@@ -185,7 +185,7 @@ def test_one_ift_step_matches_a_hand_written_reference(tmp_path, tok, lam, gamma
 
 
 def test_lambda_zero_gamma_zero_loss_and_gradient_are_the_per_sequence_mean_sft(tmp_path, tok):
-    """The SFT limit, in float64 and for the loss value too (tests/test_ift_trainer.py checks the float32 gradient):
+    """The SFT limit, in float64 and for the loss value too (tests/ift/train/test_ift_trainer.py checks the float32 gradient):
     at λ = 0, γ = 0 the trainer's loss and gradient are the plain per-sequence-mean NLL's on the true inputs (input
     embedding detached), as is the hand-written IFT reference's loss."""
     rows = qa_rows(6, seed=12)

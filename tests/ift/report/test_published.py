@@ -8,14 +8,14 @@ import sys
 
 import pytest
 import yaml
+from test_tables import TASKS, _write_eval
 
 from ift.report.build import build_report
 from ift.report.check_complete import main as check_complete
 from ift.report.published import DEFAULT_FILE, PublishedDataError, load_published
-from test_report import TASKS, _write_eval
 
 SOURCE = {"citation": "A test fixture, not the paper.", "url": "https://example.invalid/fixture",
-          "transcribed_from": "tests/test_report_published.py"}
+          "transcribed_from": "tests/ift/report/test_published.py"}
 # Made-up numbers (chosen to be easy to find in the outputs); the real ones go in src/ift/report/paper_published.yaml.
 FIXTURE = {
     "source": SOURCE,

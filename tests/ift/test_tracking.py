@@ -1,5 +1,5 @@
 """W&B tracking: a training run writes one offline W&B run (project, group, tags) and never waits on the network.
-The stages' own runs (names, tags, config, the evaluation's link to its training run): tests/test_wandb_runs.py."""
+The stages' own runs (names, tags, config, the evaluation's link to its training run): tests/integration/test_wandb_runs.py."""
 
 from __future__ import annotations
 

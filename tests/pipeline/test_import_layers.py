@@ -1,7 +1,7 @@
 """Imports flow one way: data -> train -> evaluate -> report, over a foundation that imports none of them.
 
 A unit is a subpackage of ift (``ift.train``) or one of its top-level modules (``ift.losses``). Every import counts,
-function-level ones included (tests/test_pipeline_deps.py's static reader), so a lazy import cannot hide a cycle.
+function-level ones included (tests/pipeline/test_pipeline_deps.py's static reader), so a lazy import cannot hide a cycle.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def layer_of(unit: str) -> int:
     for index, layer in enumerate(LAYERS):
         if unit in layer:
             return index
-    raise AssertionError(f"{unit} is in no layer of tests/test_import_layers.py: place it")
+    raise AssertionError(f"{unit} is in no layer of tests/pipeline/test_import_layers.py: place it")
 
 
 def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:

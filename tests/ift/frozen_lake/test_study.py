@@ -257,7 +257,7 @@ def test_off_trajectory_mass_on_a_hand_made_policy():
 
 def test_state_categories_and_mse_decomposition_on_the_ring_map(problem):
     cells = {c: sorted(problem.lake.cell(s) for s in states) for c, states in state_categories(problem).items()}
-    assert cells == {  # worked out by hand from the map in tests/test_frozen_lake.py
+    assert cells == {  # worked out by hand from the map in tests/ift/frozen_lake/test_experiment.py
         "chosen only": [(0, 1), (0, 2), (0, 3)], "both paths": [(0, 0)],
         "rejected: π*'s action": [(2, 3), (3, 0), (3, 1), (3, 2), (3, 3)], "rejected: tie": [(2, 0)],
         "rejected: not π*'s": [(1, 0)], "neither path": []}

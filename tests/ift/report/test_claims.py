@@ -7,6 +7,7 @@ import math
 
 import pytest
 import yaml
+from test_tables import TASKS, _write_eval
 
 from ift.grid import methods_at
 from ift.report import claims
@@ -15,7 +16,6 @@ from ift.report.claims import ClaimDataError, Statement, Term
 from ift.report.deltas import delta_rows
 from ift.report.published import DEFAULT_FILE, PublishedDataError, load_published
 from ift.report.tables import Cell, row_title
-from test_report import TASKS, _write_eval
 
 
 def test_the_packaged_file_holds_every_row_that_maps_to_our_grid():

@@ -7,12 +7,12 @@ import csv
 import io
 
 import pytest
+from test_tables import TASKS, _write_eval
 
 from ift.grid import eval_name, load_grid
 from ift.report import variance
 from ift.report.build import build_report
 from ift.report.tables import collect
-from test_report import TASKS, _write_eval
 
 
 def test_the_split_on_constructed_numbers():
