@@ -1,0 +1,99 @@
+"""Resuming a killed cell (issue #20): work is resumed only from the same start checkpoint's contents (item 5).
+
+The runs are stopped in-process right after a checkpoint is complete (a callback raises), which leaves the work
+directory as a SIGKILL at that moment would (tests/test_train_app.py kills a real process).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from transformers import TrainerCallback
+
+from conftest import compose
+
+# Smoke profile, SFT: 32 steps. Logging every 3 steps leaves steps 31-32 unlogged, so the final checkpoint carries a
+# loss that no log entry holds.
+RECIPE = ["trainer.logging_steps=3", "trainer.finetune.save_steps=6"]
+
+
+class Stopped(Exception):
+    pass
+
+
+class StopAfter(TrainerCallback):
+    """Stop training right after the first checkpoint is saved (``save``) or after the final one (``end``)."""
+
+    def __init__(self, when: str):
+        self.when = when
+
+    def on_save(self, args, state, control, **kwargs):
+        if self.when == "save":
+            raise Stopped(state.global_step)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.when == "end":
+            raise Stopped(state.global_step)
+
+
+def _train(cfg, out, callbacks=()):
+    from ift.train.app import run_training
+
+    return run_training(cfg, run_dir=out / "run", work_dir=out / "work", callbacks=callbacks)
+
+
+def _stop(cfg, out, when: str) -> None:
+    with pytest.raises(Stopped):
+        _train(cfg, out, callbacks=[StopAfter(when)])
+    assert not (out / "run").exists() and list((out / "work").rglob("checkpoint-*/trainer_state.json"))
+
+
+def _metrics(run_dir) -> dict:
+    return json.loads((run_dir / "train_metrics.json").read_text())
+
+
+# ---- item 5: the fingerprint covers the start checkpoint's contents ------------------------------------------------
+
+def test_the_checkpoint_digest_follows_contents_not_paths_times_or_records(tmp_path):
+    from ift.train.resume import checkpoint_digest
+    from tiny_lm import tiny_model, tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    first = tmp_path / "first"
+    tiny_model(tok).save_pretrained(first)
+    tok.save_pretrained(first)
+    digest = checkpoint_digest(first)
+    copy = tmp_path / "copy"
+    shutil.copytree(first, copy)  # another path, new modification times, same bytes
+    (copy / "train_metrics.json").write_text('{"train_seconds": 12.5}')  # a record beside the weights
+    (copy / "sft_half").mkdir()  # another checkpoint inside
+    assert checkpoint_digest(copy) == digest
+    weights = bytearray((copy / "model.safetensors").read_bytes())
+    weights[-1] ^= 1  # one bit of one weight, same size
+    (copy / "model.safetensors").write_bytes(bytes(weights))
+    assert checkpoint_digest(copy) != digest
+    shutil.copy(first / "model.safetensors", copy / "model.safetensors")
+    assert checkpoint_digest(copy) == digest
+    (copy / "tokenizer_config.json").write_text((copy / "tokenizer_config.json").read_text() + "\n")
+    assert checkpoint_digest(copy) != digest
+    assert checkpoint_digest("mistralai/Mistral-7B-v0.1") == "hub:mistralai/Mistral-7B-v0.1"
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("smoke_pipeline")
+def test_a_killed_run_whose_start_checkpoint_was_replaced_starts_fresh(smoke_root, tmp_path, capsys):
+    start = tmp_path / "base"
+    shutil.copytree(smoke_root / "outputs" / "models" / "base", start)
+    cfg = compose(["profile=smoke", "method=sft", "logger=none", f"start_checkpoints.base={start}", *RECIPE],
+                  root=smoke_root)
+    _stop(cfg, tmp_path, "save")
+    # Other weights of the same shape at the same path (a retrained base after `dvc checkout` or `dvc repro base`).
+    shutil.copy(smoke_root / "outputs" / "models" / "sft_beta" / "model.safetensors", start / "model.safetensors")
+    capsys.readouterr()
+    run_dir = _train(cfg, tmp_path)
+    out = capsys.readouterr().out
+    assert ", resuming from" not in out
+    assert "are not resumed: " in out and "the checkpoint it starts from has other contents" in out
+    assert _metrics(run_dir)["resumed_from"] is None
