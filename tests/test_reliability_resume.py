@@ -1,4 +1,5 @@
-"""Resuming a killed cell (issue #20): work is resumed only from the same start checkpoint's contents (item 5).
+"""Resuming a killed cell (issue #20): work is resumed only from the same start checkpoint's contents (item 5), and a
+kept SFT half of sft_dpo is reused only if it was trained as the cell now asks (item 6).
 
 The runs are stopped in-process right after a checkpoint is complete (a callback raises), which leaves the work
 directory as a SIGKILL at that moment would (tests/test_train_app.py kills a real process).
@@ -97,3 +98,43 @@ def test_a_killed_run_whose_start_checkpoint_was_replaced_starts_fresh(smoke_roo
     assert ", resuming from" not in out
     assert "are not resumed: " in out and "the checkpoint it starts from has other contents" in out
     assert _metrics(run_dir)["resumed_from"] is None
+
+
+# ---- item 6: a kept SFT half of sft_dpo is reused only if it is what the cell asks for ----------------------------
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("smoke_pipeline")
+@pytest.mark.parametrize("change", ["none", "sft_reduction", "start_weights"])
+def test_sft_dpo_killed_in_its_dpo_half_reuses_its_sft_half_only_if_unchanged(smoke_root, tmp_path, capsys, change):
+    import yaml
+
+    start = tmp_path / "base"
+    shutil.copytree(smoke_root / "outputs" / "models" / "base", start)
+    overrides = ["profile=smoke", "method=sft_dpo", "logger=none", f"start_checkpoints.base={start}",
+                 "trainer.finetune.save_steps=4"]
+    _stop(compose(overrides, root=smoke_root), tmp_path, "save")  # the callback stops the DPO half
+    assert (tmp_path / "work" / "sft_half" / "train_metrics.json").exists()
+    if change == "sft_reduction":  # the issue's case: the SFT half was trained with sequence_mean
+        overrides.append("method.sft.reduction=token_mean")
+    if change == "start_weights":
+        shutil.copy(smoke_root / "outputs" / "models" / "sft_beta" / "model.safetensors", start / "model.safetensors")
+    capsys.readouterr()
+    run_dir = _train(compose(overrides, root=smoke_root), tmp_path)
+    out = capsys.readouterr().out
+
+    cell = yaml.safe_load((run_dir / "config.yaml").read_text())
+    sft_half = yaml.safe_load((run_dir / "sft_half" / "config.yaml").read_text())
+    assert sft_half["method"] == {"name": "sft", **cell["method"]["sft"]}  # the halves agree
+    dpo = _metrics(run_dir)
+    if change == "none":
+        assert "not reusing the SFT half" not in out and "/sft_half: sft from" not in out
+        assert ", resuming from" in out and dpo["resumed_from"] is not None
+        return
+    reason = {"sft_reduction": "the run's config differs",
+              "start_weights": "the checkpoint it starts from has other contents"}[change]
+    assert f"not reusing the SFT half in {tmp_path / 'work' / 'sft_half'}: {reason}" in out
+    assert "/sft_half: sft from" in out  # trained again
+    # The DPO half starts from the new SFT half, so its old checkpoints are not resumed either.
+    assert "are not resumed: " in out and dpo["resumed_from"] is None
+    if change == "sft_reduction":
+        assert sft_half["method"]["reduction"] == "token_mean"

@@ -139,14 +139,25 @@ def _run_sft_dpo(cfg, run_dir: Path, work_dir: Path, callbacks=()) -> Path:
     """
     from omegaconf import OmegaConf
 
+    from ift.train.resume import checkpoint_digest, fingerprint_change, run_fingerprint
+
     carry: dict[str, Path] = {}
     init_ref = None
     if cfg.start.name == "base":
         sft_method = {"name": "sft", **OmegaConf.to_container(cfg.method.sft, resolve=True)}
-        sft_dir = work_dir / "sft_half"
+        sft_dir, stamp = work_dir / "sft_half", work_dir / "sft_half.fingerprint"
+        # A kept SFT half is reused only if it was trained with the SFT config and start checkpoint asked for now.
+        wanted = run_fingerprint(_fingerprint(_with_method(cfg, sft_method)), checkpoint_digest(_default_init(cfg)))
+        if (sft_dir / "train_metrics.json").exists():
+            kept = stamp.read_text().strip() if stamp.exists() else ""
+            if kept != wanted:
+                print(f"[train] {cfg.run_name}: not reusing the SFT half in {sft_dir}: "
+                      f"{fingerprint_change(kept, wanted)}; training it again")
+                shutil.rmtree(sft_dir, ignore_errors=True)
         if not (sft_dir / "train_metrics.json").exists():
             _train_one(_with_method(cfg, sft_method), run_dir=sft_dir, work_dir=work_dir / "sft_half.work",
                        cell=cfg, part="sft_half")
+            write_text_atomic(stamp, wanted + "\n")
         carry["sft_half"] = init_ref = sft_dir
     dpo_method = {"name": "dpo", **OmegaConf.to_container(cfg.method.dpo, resolve=True)}
     result = _train_one(_with_method(cfg, dpo_method), run_dir=run_dir, work_dir=work_dir / "dpo.work",

@@ -1,4 +1,4 @@
-"""What a killed run may resume from (issue #20, item 5).
+"""What a killed run may resume from (issue #20, items 5 and 6).
 
 * :func:`checkpoint_digest`: the content of the checkpoint a run starts from. A run's work directory is stamped
   with :func:`run_fingerprint` (its config and this digest), so replacing the start point, ``init_from`` or the
