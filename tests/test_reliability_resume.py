@@ -1,5 +1,6 @@
-"""Resuming a killed cell (issue #20): work is resumed only from the same start checkpoint's contents (item 5), and a
-kept SFT half of sft_dpo is reused only if it was trained as the cell now asks (item 6).
+"""Resuming a killed cell (issue #20): work is resumed only from the same start checkpoint's contents (item 5), a kept
+SFT half of sft_dpo is reused only if it was trained as the cell now asks (item 6), and a resumed run's train_loss
+is the whole run's, or is named for what it covers (item 11).
 
 The runs are stopped in-process right after a checkpoint is complete (a callback raises), which leaves the work
 directory as a SIGKILL at that moment would (tests/test_train_app.py kills a real process).
@@ -98,6 +99,54 @@ def test_a_killed_run_whose_start_checkpoint_was_replaced_starts_fresh(smoke_roo
     assert ", resuming from" not in out
     assert "are not resumed: " in out and "the checkpoint it starts from has other contents" in out
     assert _metrics(run_dir)["resumed_from"] is None
+
+
+# ---- item 11: train_loss after a resume ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def uninterrupted(smoke_root, tmp_path_factory):
+    cfg = compose(["profile=smoke", "method=sft", "logger=none", *RECIPE], root=smoke_root)
+    return _metrics(_train(cfg, tmp_path_factory.mktemp("uninterrupted")))
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("smoke_pipeline")
+@pytest.mark.parametrize("when", ["save", "end"])
+def test_a_resumed_run_reports_the_whole_runs_train_loss(smoke_root, tmp_path, uninterrupted, when):
+    cfg = compose(["profile=smoke", "method=sft", "logger=none", *RECIPE], root=smoke_root)
+    _stop(cfg, tmp_path, when)
+    resumed = _metrics(_train(cfg, tmp_path))
+    resumed_at = 6 if when == "save" else uninterrupted["steps"]
+    assert resumed["resumed_from"].endswith(f"checkpoint-{resumed_at}") and resumed["steps"] == uninterrupted["steps"]
+    assert uninterrupted["steps"] % 3, "the final step should be one that is not logged"
+    assert resumed["train_loss"] == pytest.approx(uninterrupted["train_loss"], rel=1e-6)
+    assert "train_loss_since_resume" not in resumed and "train_loss_since_resume" not in uninterrupted
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("smoke_pipeline")
+@pytest.mark.parametrize("when", ["save", "end"])
+def test_a_checkpoint_without_the_loss_sum_gives_the_loss_since_the_resume_by_that_name(smoke_root, tmp_path,
+                                                                                      uninterrupted, when):
+    """A checkpoint written before the sum was carried (older code): the whole run's loss cannot be known."""
+    cfg = compose(["profile=smoke", "method=sft", "logger=none", *RECIPE], root=smoke_root)
+    _stop(cfg, tmp_path, when)
+    for state_file in (tmp_path / "work").glob("checkpoint-*/trainer_state.json"):
+        state = json.loads(state_file.read_text())
+        state.get("stateful_callbacks", {}).pop("RunLossSum", None)
+        state_file.write_text(json.dumps(state))
+    resumed = _metrics(_train(cfg, tmp_path))
+    assert resumed["train_loss"] is None
+    if when == "end":  # no step ran after the resume: no loss, and never 0.0
+        assert resumed["resumed_at_step"] == uninterrupted["steps"] and resumed["train_loss_since_resume"] is None
+        return
+    assert resumed["resumed_at_step"] == 6
+    # The steps up to 6 are logged at steps 1, 3 and 6 (means over 1, 2 and 3 steps).
+    logged = {entry["step"]: entry["loss"] for entry in uninterrupted["log_history"]}
+    before = logged[1] * 1 + logged[3] * 2 + logged[6] * 3
+    steps = uninterrupted["steps"]
+    expected = (uninterrupted["train_loss"] * steps - before) / (steps - 6)
+    assert resumed["train_loss_since_resume"] == pytest.approx(expected, rel=1e-5)
 
 
 # ---- item 6: a kept SFT half of sft_dpo is reused only if it is what the cell asks for ----------------------------

@@ -94,6 +94,10 @@ def _metrics(trainer, method: str, seconds: float, resumed_from: str | None) -> 
         "numerics": describe(),  # the CPU and kernels these weights came from (ift.numerics)
         "log_history": history,
     }
+    if resumed_from is not None:  # transformers' train_loss covers only the steps after the resume (ift.train.resume)
+        from ift.train.resume import resumed_loss_entries
+
+        metrics.update(resumed_loss_entries(trainer, metrics["train_loss"]))
     if method == "ift":
         metrics["lambda"] = [e.get("ift/lambda") for e in history]
         metrics["pass1_sft_loss"] = [e.get("ift/pass1_sft_loss") for e in history]
@@ -206,7 +210,7 @@ def _train_one(cfg, *, run_dir: Path, work_dir: Path, init_ref=None, carry=None,
     from ift.tracking import configure_tracking, finish_run, init_run, training_run
     from ift.train.checkpoints import load_causal_lm
     from ift.train.recipe import training_kwargs
-    from ift.train.resume import checkpoint_digest, run_fingerprint
+    from ift.train.resume import RunLossSum, checkpoint_digest, run_fingerprint
     from ift.train.trainers import build_trainer
 
     began = time.time()
@@ -229,8 +233,11 @@ def _train_one(cfg, *, run_dir: Path, work_dir: Path, init_ref=None, carry=None,
                             common_args=common, max_length=int(recipe.max_length))
     for callback in callbacks:
         trainer.add_callback(callback)
+    loss_sum = RunLossSum(trainer)
+    trainer.add_callback(loss_sum)
     resume = _resume_point(work_dir, run_fingerprint(_fingerprint(cfg), checkpoint_digest(init_ref)),
                            trainer.accelerator)
+    loss_sum.resume_from(resume)
     print(f"[train] {name}: {method} from {init_ref} on {len(data.dataset)} rows "
           f"({data.part_sizes}){f', resuming from {resume}' if resume else ''}")
     if report_to == "wandb" and trainer.accelerator.is_main_process:
