@@ -8,7 +8,8 @@
 A run directory holds the HF checkpoint (model, tokenizer, chat template), the resolved ``config.yaml``,
 ``train_metrics.json`` and ``data.json`` (what the training set was made of, and any skipped rows). It appears
 atomically when training has finished. Periodic Trainer checkpoints go to ``outputs/work/<run>/``; re-running a
-killed run resumes from the last one when the config is unchanged.
+killed run resumes from the last one when the config and the contents of the checkpoint it starts from are unchanged
+(ift.train.resume).
 """
 
 from __future__ import annotations
@@ -39,9 +40,14 @@ def _resume_point(work_dir: Path, fingerprint: str, accelerator=None) -> str | N
 
     With several processes only the main one touches the directory; the others wait, then read the same answer.
     """
+    from ift.train.resume import fingerprint_change
+
     stamp = work_dir / "fingerprint.txt"
     if accelerator is None or accelerator.is_main_process:
         if work_dir.exists() and (not stamp.exists() or stamp.read_text().strip() != fingerprint):
+            if any(work_dir.glob("checkpoint-*")):
+                why = fingerprint_change(stamp.read_text().strip() if stamp.exists() else "", fingerprint)
+                print(f"[train] the checkpoints in {work_dir} are not resumed: {why}; starting fresh")
             shutil.rmtree(work_dir)
         work_dir.mkdir(parents=True, exist_ok=True)
         write_text_atomic(stamp, fingerprint + "\n")
@@ -89,6 +95,10 @@ def _metrics(trainer, method: str, seconds: float, resumed_from: str | None) -> 
         "numerics": describe(),  # the CPU and kernels these weights came from (ift.numerics)
         "log_history": history,
     }
+    if resumed_from is not None:  # transformers' train_loss covers only the steps after the resume (ift.train.resume)
+        from ift.train.resume import resumed_loss_entries
+
+        metrics.update(resumed_loss_entries(trainer, metrics["train_loss"]))
     for key, logged_as in METHODS[method].logged.items():  # the method's own per-step values (ift.methods)
         metrics[key] = [entry.get(logged_as) for entry in history]
     return metrics
@@ -129,14 +139,25 @@ def _run_sft_dpo(cfg, run_dir: Path, work_dir: Path, callbacks=()) -> Path:
     """
     from omegaconf import OmegaConf
 
+    from ift.train.resume import checkpoint_digest, fingerprint_change, run_fingerprint
+
     carry: dict[str, Path] = {}
     init_ref = None
     if cfg.start.name == "base":
         sft_method = {"name": "sft", **OmegaConf.to_container(cfg.method.sft, resolve=True)}
-        sft_dir = work_dir / "sft_half"
+        sft_dir, stamp = work_dir / "sft_half", work_dir / "sft_half.fingerprint"
+        # A kept SFT half is reused only if it was trained with the SFT config and start checkpoint asked for now.
+        wanted = run_fingerprint(_fingerprint(_with_method(cfg, sft_method)), checkpoint_digest(_default_init(cfg)))
+        if (sft_dir / "train_metrics.json").exists():
+            kept = stamp.read_text().strip() if stamp.exists() else ""
+            if kept != wanted:
+                print(f"[train] {cfg.run_name}: not reusing the SFT half in {sft_dir}: "
+                      f"{fingerprint_change(kept, wanted)}; training it again")
+                shutil.rmtree(sft_dir, ignore_errors=True)
         if not (sft_dir / "train_metrics.json").exists():
             _train_one(_with_method(cfg, sft_method), run_dir=sft_dir, work_dir=work_dir / "sft_half.work",
                        cell=cfg, part="sft_half")
+            write_text_atomic(stamp, wanted + "\n")
         carry["sft_half"] = init_ref = sft_dir
     dpo_method = {"name": "dpo", **OmegaConf.to_container(cfg.method.dpo, resolve=True)}
     result = _train_one(_with_method(cfg, dpo_method), run_dir=run_dir, work_dir=work_dir / "dpo.work",
@@ -166,6 +187,11 @@ def save_run(trainer, tokenizer, run_dir: Path, write_extras=None) -> None:
     accelerator.wait_for_everyone()
 
 
+def _default_init(cfg) -> str:
+    """The checkpoint a run starts from unless told otherwise: ``init_from`` or the start point."""
+    return str(cfg.init_from) if cfg.get("init_from") else str(cfg.start.checkpoint)
+
+
 def _train_one(cfg, *, run_dir: Path, work_dir: Path, init_ref=None, carry=None, config_to_save=None, cell=None,
                part: str | None = None, callbacks=()) -> Path:
     """One TRL training run from ``init_ref`` (default: init_from or the start point) into ``run_dir``.
@@ -180,6 +206,7 @@ def _train_one(cfg, *, run_dir: Path, work_dir: Path, init_ref=None, carry=None,
     from ift.data import DataConfig, training_data
     from ift.tracking import configure_tracking, finish_run, init_run, training_run
     from ift.train.arguments import training_kwargs
+    from ift.train.resume import RunLossSum, checkpoint_digest, run_fingerprint
     from ift.train.trainers import build_trainer
 
     began = time.time()
@@ -187,7 +214,7 @@ def _train_one(cfg, *, run_dir: Path, work_dir: Path, init_ref=None, carry=None,
     name = f"{cell.run_name}/{part}" if part else str(cell.run_name)
     method, start, seed = str(cfg.method.name), str(cfg.start.name), int(cfg.seed)
     if init_ref is None:
-        init_ref = str(cfg.init_from) if cfg.get("init_from") else str(cfg.start.checkpoint)
+        init_ref = _default_init(cfg)
     set_seed(seed)
     model, tokenizer = load_causal_lm(init_ref, what=f"initial checkpoint of {run_dir.name}")
     recipe = cfg.trainer.finetune
@@ -202,7 +229,11 @@ def _train_one(cfg, *, run_dir: Path, work_dir: Path, init_ref=None, carry=None,
                             common_args=common, max_length=int(recipe.max_length))
     for callback in callbacks:
         trainer.add_callback(callback)
-    resume = _resume_point(work_dir, _fingerprint(cfg) + str(init_ref), trainer.accelerator)
+    loss_sum = RunLossSum(trainer)
+    trainer.add_callback(loss_sum)
+    resume = _resume_point(work_dir, run_fingerprint(_fingerprint(cfg), checkpoint_digest(init_ref)),
+                           trainer.accelerator)
+    loss_sum.resume_from(resume)
     print(f"[train] {name}: {method} from {init_ref} on {len(data.dataset)} rows "
           f"({data.part_sizes}){f', resuming from {resume}' if resume else ''}")
     if report_to == "wandb" and trainer.accelerator.is_main_process:
