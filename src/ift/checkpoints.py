@@ -80,7 +80,7 @@ def write_checkpoint(model, tokenizer, directory: str | Path, state_dict: dict |
     """Write model (safetensors) + tokenizer (with its chat template) into an existing directory.
 
     ``state_dict``: the full weights to write instead of the model's own (a sharded FSDP/ZeRO-3 model's gathered
-    full state dict; see ift.train.cell.save_run).
+    full state dict; see ift.train.loop.save_run).
     """
     model.save_pretrained(directory, safe_serialization=True, state_dict=state_dict)
     tokenizer.save_pretrained(directory)

@@ -11,7 +11,7 @@ parameters): once in one process with batch 8 — the reference — and then
   accumulation 2, so the step's sequence count is gathered over micro-batches *and* processes.
 
 Compared with the reference, per method: the logged loss and gradient norm of every step, every final parameter,
-and the checkpoint written by ``ift.train.cell.save_run`` (what ``python -m ift.train`` writes) reloaded.
+and the checkpoint written by ``ift.train.loop.save_run`` (what ``python -m ift.train`` writes) reloaded.
 Tolerance rtol = atol = 1e-5: float32 sums reduced in a different order (measured max differences: 5e-7 for
 losses, 3e-6 for gradient norms of ~9, 3e-7 for parameters and saved weights). The IFT loss is normalised by the
 number of sequences gathered over processes and multiplied by the process count (DDP and FSDP average gradients);

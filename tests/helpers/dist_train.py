@@ -1,6 +1,6 @@
 """Worker for tests/distributed/test_distributed.py: a few optimiser steps of SFT, IFT and DPO on a tiny model, under 1 or
 more processes on CPU (gloo), with the same GLOBAL batch; writes the losses, gradient norms, final (full)
-parameters and the reloaded checkpoint that ``ift.train.cell.save_run`` wrote, to <out_dir>/result-<tag>.pt.
+parameters and the reloaded checkpoint that ``ift.train.loop.save_run`` wrote, to <out_dir>/result-<tag>.pt.
 
     python tests/helpers/dist_train.py <out_dir> <global_batch> [methods] [grad_accum]              # 1 process
     torchrun --nproc_per_node 2 tests/helpers/dist_train.py <out_dir> <global_batch> ...            # DDP
@@ -61,7 +61,7 @@ def main() -> None:
     from torch.distributed.tensor import DTensor
     from transformers import AutoModelForCausalLM
 
-    from ift.train.cell import save_run
+    from ift.train.loop import save_run
     from ift.train.trainers import build_trainer
 
     out_dir, global_batch = Path(sys.argv[1]), int(sys.argv[2])

@@ -113,3 +113,18 @@ def gpu_peak_flops(settings: Mapping) -> float | None:
         if key in name:
             return tflops * 1e12
     return None
+
+
+def matmul_peak_flops(width: int, rows: int, device: str, dtype, repeats: int = 20) -> float:
+    """This machine's dense matmul rate (FLOP/s) at the model's width: the best of ``repeats`` timed
+    ``[rows, width] @ [width, width]`` products in ``dtype``, measured in the benchmark's own process and threads.
+    The reference for MFU on a CPU, where no vendor peak applies (the pinned kernels run below the CPU's nominal
+    peak on purpose, docs/reproducibility.md)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randn(rows, width, generator=generator).to(device=device, dtype=dtype)
+    b = torch.randn(width, width, generator=generator).to(device=device, dtype=dtype)
+    a @ b  # warm-up: thread pool, kernel choice
+    best = min(timed(lambda: a @ b, device)[0] for _ in range(repeats))
+    return 2.0 * rows * width * width / best

@@ -10,7 +10,16 @@ from typing import Any
 
 import ift  # noqa: F401  (offline defaults before any HF import)
 from ift.bench.measure import gpu_peak_flops
-from ift.bench.settings import BASELINE, SCHEMA_VERSION, STEP_DEFINITION, VARIANTS, MethodResult
+from ift.bench.settings import (
+    BASELINE,
+    FLOORS,
+    LEAN,
+    LEAN_TARGETS,
+    SCHEMA_VERSION,
+    STEP_DEFINITION,
+    VARIANTS,
+    MethodResult,
+)
 
 
 def assemble(
@@ -19,11 +28,18 @@ def assemble(
     n_params: int,
     flops_per_token: int,
     results: Mapping[str, MethodResult],
+    *,
+    matmul_peak_flops: float | None = None,
 ) -> dict[str, Any]:
-    """The JSON-ready result of one shape: settings, machine, per-method numbers, ratios to SFT, target checks."""
+    """The JSON-ready result of one shape: settings, machine, per-method numbers, ratios to SFT and to sft_lean (and
+    to each method's floor), MFU, target checks.
+
+    MFU: model FLOP/s (TRL's training FLOPs per token x tokens/s) over the peak: the GPU's bf16 peak on CUDA, else
+    ``matmul_peak_flops``, the dense matmul rate measured in the same run. The model-FLOPs count is per token the
+    method trains on, so extra no-gradient passes (IFT's pass 1, DPO's reference) lower a method's MFU."""
 
     methods = {name: r.summary() for name, r in results.items()}
-    peak_flops = gpu_peak_flops(settings)
+    peak_flops = gpu_peak_flops(settings) or matmul_peak_flops
     for summary in methods.values():
         summary["model_tflops_per_s"] = summary["tokens_per_s"] * flops_per_token / 1e12
         summary["mfu"] = (summary["tokens_per_s"] * flops_per_token / peak_flops) if peak_flops else None
@@ -32,8 +48,8 @@ def assemble(
     def ratio(a, b):
         return None if a is None or b is None or b == 0 else a / b
 
-    def paired(name):  # median over rounds of (this method's step / SFT's step in the same round)
-        pairs = [t / b for t, b in zip(methods[name]["step_times_s"], base["step_times_s"]) if b > 0]
+    def paired(name, reference=BASELINE):  # median over rounds of (this method's step / the reference's, same round)
+        pairs = [t / b for t, b in zip(methods[name]["step_times_s"], methods[reference]["step_times_s"]) if b > 0]
         return statistics.median(pairs) if pairs else None
 
     ratios = {
@@ -81,7 +97,35 @@ def assemble(
         "methods": methods,
         "method_definitions": {name: VARIANTS[name].about for name in methods},
         "ratios_to_sft": ratios,
+        "peak_flops": peak_flops,
+        "peak_flops_source": ("GPU bf16 peak" if gpu_peak_flops(settings) else
+                              "dense matmul at the model's width, measured in this run" if peak_flops else None),
     }
+    if LEAN in methods:
+        lean = methods[LEAN]
+        out["ratios_to_sft_lean"] = {
+            name: {
+                "step_time": ratio(m["median_step_s"], lean["median_step_s"]),
+                "step_time_paired": paired(name, LEAN),
+                "peak_memory": ratio(m["peak_bytes"], lean["peak_bytes"]),
+                "floor": FLOORS.get(name),
+                "step_time_over_floor": ratio(paired(name, LEAN), FLOORS.get(name)),
+            }
+            for name, m in methods.items()
+        }
+        out["targets_vs_sft_lean"] = {}
+        for name, (time_target, memory_target, against) in LEAN_TARGETS.items():
+            if name not in methods:
+                continue
+            lean_ratios = out["ratios_to_sft_lean"][name]
+            time_value = lean_ratios["step_time_paired" if against == "lean" else "step_time_over_floor"]
+            out["targets_vs_sft_lean"][name] = {
+                "step_time": {"value": time_value, "target": time_target, "of": against,
+                              "met": time_value is not None and time_value <= time_target},
+                "peak_memory": {"value": lean_ratios["peak_memory"], "target": memory_target,
+                                "met": lean_ratios["peak_memory"] is not None
+                                and lean_ratios["peak_memory"] <= memory_target},
+            }
     if "ift" in methods:
         out["ift_optimisations"] = _optimisation_effects(methods)
     if "ift" in methods:
@@ -188,7 +232,10 @@ def markdown_table(result: Mapping, names: Sequence[str] | None = None) -> str:
         "peak mem / SFT",
         "step peak / SFT",
     ]
-    if gpu:
+    lean = result.get("ratios_to_sft_lean")
+    if lean:
+        head += ["time / sft_lean (paired)", "peak mem / sft_lean", "floor", "time / floor"]
+    if gpu or result.get("peak_flops"):
         head.append("MFU")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name in names or [n for n in result["settings"]["methods"] if n in methods]:
@@ -205,7 +252,11 @@ def markdown_table(result: Mapping, names: Sequence[str] | None = None) -> str:
             _x(r["peak_memory"]),
             _x(r["step_peak_memory"]),
         ]
-        if gpu:
+        if lean:
+            lr = lean[name]
+            cells += [_x(lr["step_time_paired"]), _x(lr["peak_memory"]),
+                      "-" if lr["floor"] is None else f"{lr['floor']:.2f}", _x(lr["step_time_over_floor"])]
+        if gpu or result.get("peak_flops"):
             cells.append("n/a" if m["mfu"] is None else f"{100 * m['mfu']:.1f}%")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -232,6 +283,14 @@ def report(result: Mapping) -> str:
             f"{effect['first_loss_abs_diff']:.2e} (agree: {effect['losses_agree']}, gradient norms agree: "
             f"{effect['grad_norms_agree']})"
         )
+    if result.get("peak_flops"):
+        lines.append(f"MFU against {result['peak_flops'] / 1e9:,.1f} GFLOP/s ({result['peak_flops_source']})")
+    for name, target in (result.get("targets_vs_sft_lean") or {}).items():
+        for key, check in target.items():
+            lines.append(
+                f"target {name} {key} / {'sft_lean' if key == 'peak_memory' or check.get('of') == 'lean' else 'floor'}"
+                f": {_x(check['value'])} <= {check['target']:.2f}: {'met' if check['met'] else 'NOT met'}"
+            )
     for key, target in (result.get("targets") or {}).items():
         lines.append(
             f"target {key}: {_x(target['value'])} <= {target['target']:.2f}: "

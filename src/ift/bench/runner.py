@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import ift  # noqa: F401  (offline defaults before any HF import)
-from ift.bench.measure import measure_step_memory, model_flops_per_token, timed
+from ift.bench.measure import matmul_peak_flops, measure_step_memory, model_flops_per_token, timed
 from ift.bench.results import assemble
 from ift.bench.settings import MethodResult, resolve_settings
 from ift.bench.step import MethodBench
@@ -121,5 +121,10 @@ def _run(settings: Mapping, log: Callable[[str], None]) -> dict[str, Any]:
             if settings["measure_memory"]:
                 results[name].step_peak_bytes, results[name].pass1_peak_bytes = measure_step_memory(bench)
         flops_per_token = model_flops_per_token(model_dir, settings["seq_len"])
+        width = int(benches[names[0]].model.config.hidden_size)
         del benches
-    return assemble(settings, machine, n_params, flops_per_token, results)
+    dtype = torch.bfloat16 if settings["dtype"] == "bfloat16" else torch.float32
+    matmul_peak = matmul_peak_flops(width, int(settings["batch_size"]) * int(settings["seq_len"]), settings["device"],
+                                    dtype)
+    log(f"[bench] dense {settings['dtype']} matmul at width {width}: {matmul_peak / 1e9:,.1f} GFLOP/s")
+    return assemble(settings, machine, n_params, flops_per_token, results, matmul_peak_flops=matmul_peak)

@@ -24,9 +24,16 @@ class Variant:
     file: str
     overrides: dict[str, Any] = field(default_factory=dict)
     about: str = ""
+    lean: bool = False  # the plain-cross-entropy trainer (ift.bench.step.PlainCrossEntropySFTTrainer), not the method's
 
 
 VARIANTS: dict[str, Variant] = {
+    "sft_lean": Variant(
+        "sft",
+        {"reduction": "token_mean"},
+        about="the floor: the model's full logits and PyTorch's cross-entropy over the response tokens (token mean)",
+        lean=True,
+    ),
     "sft": Variant("sft", about="TRL SFTTrainer (TRL's fused, chunked LM head)"),
     "ift": Variant(
         "ift",
@@ -58,6 +65,7 @@ VARIANTS: dict[str, Variant] = {
 }
 
 DEFAULT_METHODS = (
+    "sft_lean",
     "sft",
     "ift",
     "ift_plain",
@@ -67,6 +75,18 @@ DEFAULT_METHODS = (
     "dpo_precomputed",
     "orpo",
 )
+
+LEAN = "sft_lean"
+# Each method's compute floor in units of sft_lean's step: the passes through the model it needs (a forward and a
+# backward cost 1 + 2 = 3 forward-equivalents per sequence). IFT: + one no-gradient forward = 4/3. DPO: two sequences
+# (chosen, rejected) = 2, + two no-gradient reference forwards = 8/3; with the reference precomputed = 2. ORPO: two
+# sequences = 2. A method's "time / floor" is its step time over sft_lean's, divided by this.
+FLOORS = {"sft_lean": 1.0, "sft": 1.0, "ift": 4 / 3, "ift_plain": 4 / 3, "ift_plain_pass1": 4 / 3,
+          "ift_plain_pass2": 4 / 3, "dpo": 8 / 3, "dpo_precomputed": 2.0, "orpo": 2.0}
+# The performance issue's targets, against sft_lean: step time (of the floor for the preference methods) and peak
+# memory; None: no target.
+LEAN_TARGETS = {"sft": (1.10, 1.0, "lean"), "ift": (1.45, 1.1, "lean"), "dpo": (1.15, 2.2, "floor"),
+                "dpo_precomputed": (1.15, 2.2, "floor"), "orpo": (1.15, 2.2, "floor")}
 
 # Dense bf16 tensor-core peaks (TFLOP/s, no sparsity) for MFU, matched against torch.cuda.get_device_name().
 GPU_PEAK_BF16_TFLOPS = {

@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from trl import SFTTrainer
+
 import ift  # noqa: F401  (offline defaults before any HF import)
-from ift.bench.settings import PASS1_LABEL
+from ift.bench.settings import PASS1_LABEL, VARIANTS
 from ift.bench.workload import method_config
 
 
@@ -26,6 +28,18 @@ def _label_pass1(trainer, cuda_peaks: list[int]) -> None:
     trainer.pass1 = labelled_pass1
 
 
+class PlainCrossEntropySFTTrainer(SFTTrainer):
+    """SFTTrainer whose loss is the plain causal-LM loss: the model's full logits and ``F.cross_entropy`` over the
+    response tokens (token mean). The benchmark's floor for SFT (``sft_lean``); it never trains a cell."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        import torch.nn.functional as F
+
+        logits = model(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"), use_cache=False).logits
+        loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), inputs["labels"][:, 1:].flatten(), ignore_index=-100)
+        return (loss, None) if return_outputs else loss
+
+
 class MethodBench:
     """One method's real trainer (ift.train.trainers.build_trainer), its collated batch and its optimiser step."""
 
@@ -37,7 +51,7 @@ class MethodBench:
         from transformers import AutoModelForCausalLM
 
         from ift.train.arguments import training_kwargs
-        from ift.train.trainers import build_trainer
+        from ift.train.trainers import build_trainer, sft_config
 
         self.name = name
         self.settings = settings
@@ -76,14 +90,20 @@ class MethodBench:
         else:
             data = [dict(r) for r in rows]
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
-        self.trainer = build_trainer(
-            method,
-            model=model,
-            tokenizer=tokenizer,
-            dataset=Dataset.from_list(data),
-            common_args=common,
-            max_length=int(settings["seq_len"]),
-        )
+        if VARIANTS[name].lean:
+            self.trainer = PlainCrossEntropySFTTrainer(
+                model=model, args=sft_config(common, int(settings["seq_len"])), train_dataset=Dataset.from_list(data),
+                processing_class=tokenizer,
+            )
+        else:
+            self.trainer = build_trainer(
+                method,
+                model=model,
+                tokenizer=tokenizer,
+                dataset=Dataset.from_list(data),
+                common_args=common,
+                max_length=int(settings["seq_len"]),
+            )
         trainer = self.trainer
         self.pass1_cuda_peaks: list[int] = []
         if kind == "ift":

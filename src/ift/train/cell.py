@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import ift  # noqa: F401  (offline defaults before any HF import)
-from ift.io import atomic_directory, write_json_atomic, write_text_atomic
+from ift.io import write_json_atomic, write_text_atomic
 from ift.methods import METHODS
 
 
@@ -167,26 +167,6 @@ def _run_sft_dpo(cfg, run_dir: Path, work_dir: Path, callbacks=()) -> Path:
     return result
 
 
-def save_run(trainer, tokenizer, run_dir: Path, write_extras=None) -> None:
-    """Write the trained model + tokenizer, and whatever ``write_extras(tmp)`` adds, atomically into ``run_dir``.
-
-    Every process must call it. Under FSDP (or ZeRO-3) each process holds only a shard of every parameter, and
-    ``save_pretrained`` on the sharded model fails, so the full state dict is gathered first
-    (``accelerator.get_state_dict``, a collective); then only the main process writes, while the others wait.
-    tests/distributed/test_distributed.py checks the saved weights of a 2-process FSDP run against a 1-process run.
-    """
-    from ift.checkpoints import write_checkpoint
-
-    accelerator = trainer.accelerator
-    state_dict = accelerator.get_state_dict(trainer.model)
-    if accelerator.is_main_process:
-        with atomic_directory(run_dir) as tmp:
-            write_checkpoint(accelerator.unwrap_model(trainer.model), tokenizer, tmp, state_dict=state_dict)
-            if write_extras is not None:
-                write_extras(tmp)
-    accelerator.wait_for_everyone()
-
-
 def _default_init(cfg) -> str:
     """The checkpoint a run starts from unless told otherwise: ``init_from`` or the start point."""
     return str(cfg.init_from) if cfg.get("init_from") else str(cfg.start.checkpoint)
@@ -204,8 +184,9 @@ def _train_one(cfg, *, run_dir: Path, work_dir: Path, init_ref=None, carry=None,
 
     from ift.checkpoints import load_causal_lm
     from ift.data import DataConfig, training_data
-    from ift.tracking import configure_tracking, finish_run, init_run, training_run
+    from ift.tracking import configure_tracking, training_run
     from ift.train.arguments import training_kwargs
+    from ift.train.loop import train_and_save
     from ift.train.resume import RunLossSum, checkpoint_digest, run_fingerprint
     from ift.train.trainers import build_trainer
 
@@ -236,26 +217,17 @@ def _train_one(cfg, *, run_dir: Path, work_dir: Path, init_ref=None, carry=None,
     loss_sum.resume_from(resume)
     print(f"[train] {name}: {method} from {init_ref} on {len(data.dataset)} rows "
           f"({data.part_sizes}){f', resuming from {resume}' if resume else ''}")
-    if report_to == "wandb" and trainer.accelerator.is_main_process:
-        # Started here, named and configured by us; transformers' W&B callback logs into it (ift.tracking).
-        init_run(cfg.logger, training_run(cell, part=part))
-    started = time.time()
-    trainer.train(resume_from_checkpoint=resume)
-    seconds = time.time() - started
-    metrics = _metrics(trainer, method, seconds, resume)
-    if report_to == "wandb":
-        finish_run()
+    wandb = (cfg.logger, training_run(cell, part=part)) if report_to == "wandb" else None
 
     def write_extras(tmp: Path) -> None:
         write_text_atomic(tmp / "config.yaml", OmegaConf.to_yaml(config_to_save or cfg, resolve=True))
-        write_json_atomic(tmp / "train_metrics.json", metrics)
         write_json_atomic(tmp / "data.json", data.summary())
-        for name, source in (carry or {}).items():
-            shutil.move(str(source), str(tmp / name))
+        for half, source in (carry or {}).items():
+            shutil.move(str(source), str(tmp / half))
 
-    save_run(trainer, tokenizer, run_dir, write_extras)  # the run dir itself is the HF checkpoint
-    if trainer.accelerator.is_main_process:
-        shutil.rmtree(work_dir, ignore_errors=True)
+    metrics = train_and_save(trainer, tokenizer, run_dir=run_dir, work_dir=work_dir, resume=resume, wandb=wandb,
+                             metrics=lambda trainer, _, seconds: _metrics(trainer, method, seconds, resume),
+                             write_extras=write_extras)
     loss = metrics["final_loss"]
     print(f"[train] {name} done in {time.time() - began:.1f} s: {metrics['steps']} steps, final loss "
           f"{'n/a' if loss is None else f'{loss:.4f}'}")

@@ -87,10 +87,11 @@ def train_and_save(cfg, *, stage: str, model, tokenizer, dataset, recipe, sft_kw
     from transformers import set_seed
     from trl import SFTConfig, SFTTrainer
 
-    from ift.checkpoints import save_checkpoint
     from ift.numerics import describe
-    from ift.tracking import configure_tracking, finish_run, init_run, start_point_run
+    from ift.tracking import configure_tracking, start_point_run
+    from ift.train import loop
     from ift.train.arguments import training_kwargs
+    from ift.train.guards import FiniteLossGuard
 
     out_dir = start_point_dir(cfg, stage)
     name = out_dir.name  # base, sft_beta; base-chain1 ... in chain replicates
@@ -103,33 +104,29 @@ def train_and_save(cfg, *, stage: str, model, tokenizer, dataset, recipe, sft_kw
         max_length=int(recipe.max_length),
         **sft_kwargs,
     )
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
-    if report_to == "wandb" and trainer.accelerator.is_main_process:
-        # Started here, named and configured by us; transformers' W&B callback logs into it (ift.tracking).
-        init_run(cfg.logger, start_point_run(cfg, stage, sum(p.numel() for p in trainer.model.parameters())))
-    started = time.time()
-    result = trainer.train()
-    seconds = time.time() - started
-    save_checkpoint(trainer.model, tokenizer, out_dir)
-    losses = [(log["step"], log["loss"]) for log in trainer.state.log_history if "loss" in log]
-    tokens = int(trainer.state.num_input_tokens_seen) if trainer.state.num_input_tokens_seen else None
-    metrics = {
-        "stage": stage,
-        "profile": cfg.profile,
-        "seed": int(cfg.seed),
-        "parameters": sum(p.numel() for p in trainer.model.parameters()),
-        "steps": int(result.global_step),
-        "final_train_loss": losses[-1][1] if losses else None,
-        "mean_train_loss": float(result.training_loss),
-        "loss_curve": losses,
-        "train_seconds": round(seconds, 2),
-        "tokens_seen": tokens,
-        "numerics": describe(),  # the CPU and kernels these weights came from (ift.numerics)
-    }
-    write_json_atomic(out_dir / "train_metrics.json", metrics)
-    if report_to == "wandb":
-        finish_run()
-    return metrics
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                         callbacks=[FiniteLossGuard()])
+    parameters = sum(p.numel() for p in trainer.model.parameters())
+
+    def metrics(trainer, result, seconds: float) -> dict:
+        losses = [(log["step"], log["loss"]) for log in trainer.state.log_history if "loss" in log]
+        tokens = int(trainer.state.num_input_tokens_seen) if trainer.state.num_input_tokens_seen else None
+        return {
+            "stage": stage,
+            "profile": cfg.profile,
+            "seed": int(cfg.seed),
+            "parameters": parameters,
+            "steps": int(result.global_step),
+            "final_train_loss": losses[-1][1] if losses else None,
+            "mean_train_loss": float(result.training_loss),
+            "loss_curve": losses,
+            "train_seconds": round(seconds, 2),
+            "tokens_seen": tokens,
+            "numerics": describe(),  # the CPU and kernels these weights came from (ift.numerics)
+        }
+
+    wandb = (cfg.logger, start_point_run(cfg, stage, parameters)) if report_to == "wandb" else None
+    return loop.train_and_save(trainer, tokenizer, run_dir=out_dir, work_dir=work_dir, metrics=metrics, wandb=wandb)
 
 
 def run(stage: str, build) -> None:

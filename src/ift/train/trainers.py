@@ -32,7 +32,7 @@ def sft_trainer(method: Mapping, *, model, tokenizer, dataset, common_args: dict
     from ift.train.sequence_mean import SequenceMeanSFTTrainer
 
     trainer_class = SequenceMeanSFTTrainer if sft_reduction(method) == "sequence_mean" else SFTTrainer
-    return trainer_class(model=model, args=_sft_config(common_args, max_length), train_dataset=dataset,
+    return trainer_class(model=model, args=sft_config(common_args, max_length), train_dataset=dataset,
                          processing_class=tokenizer, callbacks=callbacks)
 
 
@@ -41,7 +41,7 @@ def ift_trainer(method: Mapping, *, model, tokenizer, dataset, common_args: dict
     from ift.losses import ift_options
     from ift.train.ift_trainer import IFTTrainer
 
-    return IFTTrainer(model=model, args=_sft_config(common_args, max_length), train_dataset=dataset,
+    return IFTTrainer(model=model, args=sft_config(common_args, max_length), train_dataset=dataset,
                       processing_class=tokenizer, callbacks=callbacks, ift=ift_options(method))
 
 
@@ -66,7 +66,7 @@ def orpo_trainer(method: Mapping, *, model, tokenizer, dataset, common_args: dic
                                              processing_class=tokenizer, callbacks=callbacks)
 
 
-def _sft_config(common_args: dict, max_length: int):
+def sft_config(common_args: dict, max_length: int):
     """SFT and IFT: the loss on the completion only, one example per row (no packing)."""
     from trl import SFTConfig
 

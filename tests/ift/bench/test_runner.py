@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 
 import pytest
+import torch
 
 from conftest import CONF_DIR
 
@@ -94,6 +96,41 @@ def test_ift_optimised_and_plain_paths_agree(micro_result):
         assert effect["first_loss_before"] == pytest.approx(effect["first_loss_after"], rel=1e-4)
     # the random-init loss is about log(vocab) for every LM loss
     assert result["methods"]["ift"]["first_loss"] == pytest.approx(math.log(256), rel=0.2)
+
+
+def test_sft_lean_is_the_same_loss_as_sft_and_every_method_is_held_against_its_floor(micro_result):
+    """sft_lean (plain cross-entropy) computes TRL SFT's token-mean loss and gradient on the same batch; every method
+    gets ratios to it, its floor and time / floor; MFU is model FLOP/s over the matmul rate measured in the run."""
+    from ift.bench.settings import FLOORS, LEAN_TARGETS
+
+    result, _ = micro_result
+    methods, lean = result["methods"], result["ratios_to_sft_lean"]
+    assert methods["sft_lean"]["first_loss"] == pytest.approx(methods["sft"]["first_loss"], rel=1e-5)
+    assert methods["sft_lean"]["first_grad_norm"] == pytest.approx(methods["sft"]["first_grad_norm"], rel=1e-4)
+    assert FLOORS["ift"] == pytest.approx(4 / 3) and FLOORS["dpo"] == pytest.approx(8 / 3)
+    for name, ratios in lean.items():
+        assert ratios["floor"] == FLOORS[name]
+        steps = zip(methods[name]["step_times_s"], methods["sft_lean"]["step_times_s"])
+        assert ratios["step_time_paired"] == pytest.approx(statistics.median(t / b for t, b in steps))
+        assert ratios["step_time_over_floor"] == pytest.approx(ratios["step_time_paired"] / FLOORS[name])
+        assert ratios["peak_memory"] == pytest.approx(methods[name]["peak_bytes"] / methods["sft_lean"]["peak_bytes"])
+    assert lean["sft_lean"]["step_time_paired"] == pytest.approx(1.0)
+    assert set(result["targets_vs_sft_lean"]) == set(LEAN_TARGETS)
+    dpo_time = result["targets_vs_sft_lean"]["dpo"]["step_time"]
+    assert dpo_time["value"] == lean["dpo"]["step_time_over_floor"] and dpo_time["met"] == (dpo_time["value"] <= 1.15)
+    assert result["peak_flops"] > 0 and "measured" in result["peak_flops_source"]
+    for method in methods.values():
+        expected = method["tokens_per_s"] * result["model_flops_per_token"] / result["peak_flops"]
+        assert method["mfu"] == pytest.approx(expected) and 0 < method["mfu"] < 1.5
+
+
+def test_matmul_peak_counts_two_flops_per_multiply_add(monkeypatch):
+    """matmul_peak_flops is 2·rows·width² over the best of the timed products (the clock is faked)."""
+    from ift.bench import measure
+
+    times = iter([0.5, 0.25, 0.4])
+    monkeypatch.setattr(measure, "timed", lambda fn, device: (next(times), fn()))
+    assert measure.matmul_peak_flops(8, 4, "cpu", torch.float32, repeats=3) == pytest.approx(2 * 4 * 8 * 8 / 0.25)
 
 
 def test_results_of_two_shapes_are_merged(tmp_path):
