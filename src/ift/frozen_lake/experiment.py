@@ -243,9 +243,8 @@ def config_from_dict(cfg: Mapping) -> ExperimentConfig:
         max_lambda=_number_in(cfg, "ift.max_lambda", 0.0, 1.0),
         min_lambda=_number_in(cfg, "ift.min_lambda", 0.0, 1.0),
         lambda_schedule=_choice(cfg, "ift.lambda_schedule", LAMBDA_SCHEDULES),
-        lambda_warmup_steps=_int_at_least(cfg, "ift.lambda_warmup_steps", 0),
         lambda_disturb=_choice(cfg, "ift.lambda_disturb", LAMBDA_DISTURBANCES),
-        lambda_disturb_std=_number_in(cfg, "ift.lambda_disturb_std", 0.0, inf),
+        disturb_std=_number_in(cfg, "ift.lambda_disturb_std", 0.0, inf),
         gamma=_number_in(cfg, "ift.gamma", 0.0, 1.0),
         propagation_type=_choice(cfg, "ift.propagation_type", PROPAGATION_TYPES),
         propagation_side=_choice(cfg, "ift.propagation_side", PROPAGATION_SIDES),
@@ -265,6 +264,7 @@ def config_from_dict(cfg: Mapping) -> ExperimentConfig:
         expert_lr=_number_in(cfg, "expert.lr", 0.0, inf, open_low=True),
         options=MethodOptions(
             ift=ift,
+            lambda_warmup_steps=_int_at_least(cfg, "ift.lambda_warmup_steps", 0),
             dpo_beta=_number_in(cfg, "dpo.beta", 0.0, inf, open_low=True),
             orpo_beta=_number_in(cfg, "orpo.beta", 0.0, inf),
         ),

@@ -19,6 +19,7 @@ from ift.frozen_lake.env import Trajectory
 from ift.frozen_lake.policy import PolicyNet, action_logps, encode_states
 from ift.losses import (
     IGNORE_INDEX,
+    IFTOptions,
     dpo_loss,
     ift_loss,
     intuition_input_ids,
@@ -37,24 +38,11 @@ Objective = Callable[[PolicyNet, int], torch.Tensor]
 
 
 @dataclass(frozen=True)
-class IFTOptions:
-    """IFT's knobs, named as the arguments of :func:`ift.losses.lambda_at` and :func:`ift.losses.ift_loss`."""
-
-    max_lambda: float = 0.2
-    min_lambda: float = 0.0
-    lambda_schedule: str | None = None
-    lambda_warmup_steps: int = 0
-    lambda_disturb: str | None = None
-    lambda_disturb_std: float = 0.5
-    gamma: float = 0.95
-    propagation_type: str = "loss"
-    propagation_side: str = "left"
-    propagation_norm: str = "L1"
-
-
-@dataclass(frozen=True)
 class MethodOptions:
-    ift: IFTOptions = field(default_factory=IFTOptions)
+    # IFT's knobs are the language-model trainer's own (conf/method/ift.yaml); Frozen Lake uses the λ, disturbance, γ
+    # and propagation ones (memory_efficient and chunk_size concern an LM head, which a policy network has none of).
+    ift: IFTOptions = field(default_factory=lambda: IFTOptions(min_lambda=0.0))
+    lambda_warmup_steps: int = 0  # λ's linear warm-up in optimiser steps (the LM trainer takes the LR schedule's)
     dpo_beta: float = 0.1
     orpo_beta: float = 0.25
 
@@ -160,6 +148,8 @@ def make_objective(
         return lambda policy, step: sft_objective(policy, expert)
     if method == "ift":
         ift = options.ift
+        if ift.linear_form:
+            raise ValueError("ift.linear_form: Frozen Lake trains the reference code's form of IFT's loss only")
         transitions = torch.as_tensor(next_state, dtype=torch.long)
         noise = lambda_noise(seed, steps) if ift.lambda_disturb else None
 
@@ -169,9 +159,9 @@ def make_objective(
                 max_lambda=ift.max_lambda,
                 min_lambda=ift.min_lambda,
                 schedule=ift.lambda_schedule,
-                warmup_steps=ift.lambda_warmup_steps,
+                warmup_steps=options.lambda_warmup_steps,
                 disturb=ift.lambda_disturb,
-                disturb_std=ift.lambda_disturb_std,
+                disturb_std=ift.disturb_std,
                 noise=noise,
             )
             return ift_objective(policy, expert, transitions, lam, ift)

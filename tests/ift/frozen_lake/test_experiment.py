@@ -72,7 +72,8 @@ FAST = ExperimentConfig(seeds=2, steps=15, expert_steps=40)
 # The same with a seeded λ disturbance and warm-up, so determinism covers IFT's λ noise too.
 FAST_NOISY = ExperimentConfig(
     seeds=2, steps=15, expert_steps=40,
-    options=MethodOptions(ift=IFTOptions(lambda_schedule="linear", lambda_warmup_steps=5, lambda_disturb="normal")),
+    options=MethodOptions(ift=IFTOptions(lambda_schedule="linear", min_lambda=0.0, lambda_disturb="normal"),
+                          lambda_warmup_steps=5),
 )
 
 
@@ -404,3 +405,16 @@ def test_cli_rejects_a_bad_value_by_key(tmp_path):
                                capture_output=True, text=True, timeout=120)
     assert completed.returncode != 0 and "ift.max_lambda" in completed.stderr
     assert not (tmp_path / "report").exists()
+
+
+def test_frozen_lake_reads_the_trainers_own_ift_options_and_refuses_what_it_cannot_train():
+    """One IFTOptions for the LM trainer and Frozen Lake (ift.losses); Frozen Lake has no linear form of the loss."""
+    import ift.frozen_lake as frozen_lake
+    from ift import losses
+
+    assert frozen_lake.IFTOptions is losses.IFTOptions
+    problem = build_problem(DEFAULT_MAP, 0.9)
+    with pytest.raises(ValueError, match="linear_form"):
+        make_objective("ift", initial_policy=init_policy(0, 16, 4, 8, "tanh"), next_state=problem.lake.next_state,
+                       optimal=problem.optimal, suboptimal=problem.suboptimal,
+                       options=MethodOptions(ift=IFTOptions(linear_form=True)), seed=0, steps=3)

@@ -497,8 +497,8 @@ def anchor_check(config: StudyConfig, map_result: MapResult) -> dict:
         hidden_size=config.hidden_size, activation=config.activation, steps=anchor.steps, lr=anchor.lr,
         optimizer=anchor.optimizer, expert_steps=config.expert_steps, expert_lr=config.expert_lr,
         options=MethodOptions(
-            ift=IFTOptions(max_lambda=ift.max_lambda, lambda_disturb=ift.lambda_disturb,
-                           lambda_disturb_std=ift.lambda_disturb_std, gamma=config.ift.gamma,
+            ift=IFTOptions(max_lambda=ift.max_lambda, min_lambda=0.0, lambda_disturb=ift.lambda_disturb,
+                           disturb_std=ift.lambda_disturb_std, gamma=config.ift.gamma,
                            propagation_type=config.ift.propagation_type, propagation_side="left",
                            propagation_norm=config.ift.propagation_norm),
             dpo_beta=dpo.beta, orpo_beta=orpo.beta),
