@@ -159,12 +159,15 @@ def save_run(trainer, tokenizer, run_dir: Path, write_extras=None) -> None:
     tests/test_distributed.py checks the saved weights of a 2-process FSDP run against a 1-process run.
     """
     from ift.train.checkpoints import write_checkpoint
+    from ift.train.lora import checkpoint_parts
 
     accelerator = trainer.accelerator
     state_dict = accelerator.get_state_dict(trainer.model)
     if accelerator.is_main_process:
         with atomic_directory(run_dir) as tmp:
-            write_checkpoint(accelerator.unwrap_model(trainer.model), tokenizer, tmp, state_dict=state_dict)
+            # A LoRA model is written merged, as a plain checkpoint (ift.train.lora); any other model as it is.
+            model, state_dict = checkpoint_parts(accelerator.unwrap_model(trainer.model), state_dict)
+            write_checkpoint(model, tokenizer, tmp, state_dict=state_dict)
             if write_extras is not None:
                 write_extras(tmp)
     accelerator.wait_for_everyone()
@@ -182,6 +185,7 @@ def _train_one(cfg, *, run_dir: Path, work_dir: Path, init_ref=None, carry=None,
 
     from ift.data import DataConfig, training_data
     from ift.tracking import configure_tracking, finish_run, init_run, training_run
+    from ift.train import lora
     from ift.train.checkpoints import load_causal_lm
     from ift.train.recipe import training_kwargs
     from ift.train.trainers import build_trainer
@@ -194,6 +198,7 @@ def _train_one(cfg, *, run_dir: Path, work_dir: Path, init_ref=None, carry=None,
         init_ref = str(cfg.init_from) if cfg.get("init_from") else str(cfg.start.checkpoint)
     set_seed(seed)
     model, tokenizer = load_causal_lm(init_ref, what=f"initial checkpoint of {run_dir.name}")
+    model = lora.wrap(model, cell.method)  # method.peft (absent: the model itself); sft_dpo: both halves
     recipe = cfg.trainer.finetune
     # max_length: a row whose prompt leaves the trainer no answer token is skipped and counted here
     # (ift.data.fit), not dropped silently by TRL, so data.json describes exactly the rows the trainer sees.

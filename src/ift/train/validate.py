@@ -10,7 +10,7 @@ from ift.train.checkpoints import CheckpointError, check_checkpoint_dir, is_hub_
 
 METHODS = ("sft", "dpo", "orpo", "ift", "sft_dpo")
 STARTS = ("base", "sft_beta")
-PROFILES = ("tiny", "smoke", "paper")
+PROFILES = ("tiny", "smoke", "paper", "real")
 
 
 class ConfigError(ValueError):
@@ -41,6 +41,7 @@ def _check_recipe(recipe, logging_steps: int) -> None:
 def _check_method(method) -> None:
     name = method.get("name")
     _require(name in METHODS, f"method={name!r} is unknown; choose one of {', '.join(METHODS)}")
+    _check_lora(method)
     if name == "ift":
         try:
             ift_options(method).validate()
@@ -60,6 +61,18 @@ def _check_method(method) -> None:
         _require(beta > 0, f"method.dpo.beta must be > 0 for sft_dpo, got {beta}")
 
 
+def _check_lora(method) -> None:
+    """``method.peft`` (LoRA; absent or null: off), checked before any model loads (ift.train.lora)."""
+    from ift.train.lora import LoraConfigError, lora_settings
+
+    peft = method.get("peft")
+    try:
+        lora_settings({"name": method.get("name"),
+                       "peft": OmegaConf.to_container(peft, resolve=True) if OmegaConf.is_config(peft) else peft})
+    except LoraConfigError as err:
+        raise ConfigError(str(err)) from err
+
+
 def _check_sft_reduction(node, where: str) -> None:
     from ift.train.sequence_mean import REDUCTIONS, sft_reduction
 
@@ -72,7 +85,7 @@ def ift_options(method):
     from ift.train.ift_trainer import IFTOptions
 
     fields = {key: method[key] for key in IFTOptions.__dataclass_fields__ if key in method}
-    unknown = set(method) - set(IFTOptions.__dataclass_fields__) - {"name", "targets"}
+    unknown = set(method) - set(IFTOptions.__dataclass_fields__) - {"name", "targets", "peft"}
     if unknown:
         raise ConfigError(f"unknown key(s) method.{', method.'.join(sorted(unknown))} for method=ift")
     return IFTOptions(**fields)
