@@ -177,3 +177,41 @@ def test_activation_checkpointing_is_a_switch_that_changes_no_number(tmp_path, u
     assert any(not torch.equal(weights_on[n], start[n]) for n in start)  # the step moved the trained weights
     for name in weights_on:
         torch.testing.assert_close(weights_on[name], weights_off[name], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("distributed")
+def test_lora_under_fsdp2_saves_the_merged_checkpoint_of_one_process(tmp_path):
+    """Two FSDP2 processes (the repo's accelerate config, fp32, CPU) train LoRA adapters and write the same merged
+    plain checkpoint as one process: the merge works on the state dict gathered from the shards."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+
+    worker = REPO_ROOT / "tests" / "helpers" / "dist_train.py"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "IFT_TEST_LORA": "1"}
+
+    def run(command):
+        done = subprocess.run([str(c) for c in command], env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-6000:]
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    run([sys.executable, worker, tmp_path, "8", "sft,ift"])
+    run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", REPO_ROOT / "conf/accelerate/fsdp.yaml",
+         "--num_processes", "2", "--mixed_precision", "no", "--main_process_port", str(port),
+         worker, tmp_path, "8", "sft,ift", "2"])
+    one, two = torch.load(tmp_path / "result-1-lora.pt"), torch.load(tmp_path / "result-fsdp-2-lora.pt")
+    for method in ("sft", "ift"):
+        assert two[method]["sharded"], f"{method}: nothing was sharded"
+        saved_one, saved_two = one[method]["saved"], two[method]["saved"]
+        assert set(saved_one) == set(saved_two) and not any("lora" in k for k in saved_one)
+        base = one[method]["params"]["base_model.model.model.layers.0.self_attn.q_proj.base_layer.weight"]
+        assert not torch.allclose(saved_one["model.layers.0.self_attn.q_proj.weight"], base)  # B·A merged in
+        for name, value in saved_one.items():
+            torch.testing.assert_close(saved_two[name], value, rtol=1e-5, atol=1e-5,
+                                       msg=f"{method}: merged {name} differs between FSDP2 and 1 process")
