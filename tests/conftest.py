@@ -33,6 +33,8 @@ def compose(overrides: list[str] | None = None, root: Path | None = None):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
+    import ift.paths  # noqa: F401  (registers the config's start_point resolver, as every entry point does)
+
     overrides = list(overrides or [])
     if root is not None:
         overrides.append(f"paths.root={root}")

@@ -51,6 +51,32 @@ def check_checkpoint_dir(path: str | Path, *, what: str = "checkpoint", hint: st
     return path
 
 
+# Pretrained LMs that ship no chat template, and the template they are fine-tuned and evaluated with. The paper's
+# `base` start, Mistral-7B-v0.1, gets the Zephyr template: the format of its `sft_beta` start
+# (HuggingFaceH4/mistral-7b-sft-beta, whose tokenizer carries it) and of the alignment-handbook recipes the IFT
+# authors' code builds on, so both start points, every method and every evaluation format chats alike. The
+# miniature world's tokenizer ships the same template (ift.world.tokenizer.CHAT_TEMPLATE, with generation markers).
+BASE_MODEL_TEMPLATES = {"mistralai/Mistral-7B-v0.1": "zephyr"}
+
+
+def ensure_chat_template(tokenizer, ref: str, *, what: str = "checkpoint") -> None:
+    """A tokenizer without a chat template gets the one listed for ``ref`` in BASE_MODEL_TEMPLATES, said aloud;
+    any other checkpoint without one is an error naming it (no silent fallback: a chat model formatted with another
+    model's template trains and evaluates on a format it never saw)."""
+    if tokenizer.chat_template:
+        return
+    name = BASE_MODEL_TEMPLATES.get(str(ref))
+    if name is None:
+        raise CheckpointError(
+            f"{what} at {ref} has no chat template, and {ref} is not a base model with a known template "
+            f"({', '.join(f'{k}: {v}' for k, v in BASE_MODEL_TEMPLATES.items())}); save the tokenizer with the "
+            "template it is to be trained with (tokenizer.chat_template = ...; tokenizer.save_pretrained(dir))")
+    from ift.world.tokenizer import CHAT_TEMPLATE
+
+    print(f"[checkpoint] {what} at {ref} has no chat template: using the {name} template (BASE_MODEL_TEMPLATES)")
+    tokenizer.chat_template = CHAT_TEMPLATE
+
+
 def load_causal_lm(ref: str | Path, *, what: str = "checkpoint", hint: str = "", dtype=None):
     """Load (model, tokenizer) from a local checkpoint dir or, in the paper profile, a hub id."""
     import torch
@@ -64,13 +90,7 @@ def load_causal_lm(ref: str | Path, *, what: str = "checkpoint", hint: str = "",
         model = AutoModelForCausalLM.from_pretrained(ref, dtype=dtype or torch.float32)
     except Exception as err:  # truncated safetensors raise their own error type; all mean "unusable checkpoint"
         raise CheckpointError(f"could not load {what} from {ref}: {err}{f' ({hint})' if hint else ''}") from err
-    if tokenizer.chat_template is None:
-        # Base models (Mistral-7B-v0.1) ship none. Like the IFT authors' code, use the Zephyr template that
-        # mistral-7b-sft-beta and the miniature world use, so every method and evaluation formats chats alike.
-        from ift.world.tokenizer import CHAT_TEMPLATE
-
-        print(f"[checkpoint] {what} at {ref} has no chat template: using the Zephyr template")
-        tokenizer.chat_template = CHAT_TEMPLATE
+    ensure_chat_template(tokenizer, ref, what=what)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer

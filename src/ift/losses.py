@@ -436,7 +436,7 @@ class IFTOptions:
 def ift_options(method) -> IFTOptions:
     """IFTOptions from an IFT method node (every key of conf/method/ift.yaml except name/targets)."""
     fields = {key: method[key] for key in IFTOptions.__dataclass_fields__ if key in method}
-    unknown = set(method) - set(IFTOptions.__dataclass_fields__) - {"name", "targets"}
+    unknown = set(method) - set(IFTOptions.__dataclass_fields__) - {"name", "targets", "peft"}  # peft: ift.train.lora
     if unknown:
         raise ValueError(f"unknown key(s) method.{', method.'.join(sorted(unknown))} for method=ift")
     return IFTOptions(**fields)

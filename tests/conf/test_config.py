@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 from conftest import compose
 
 
-@pytest.mark.parametrize("profile", ["tiny", "smoke", "paper"])
+@pytest.mark.parametrize("profile", ["tiny", "smoke", "paper", "real"])
 def test_every_profile_composes_and_resolves(profile):
     cfg = compose([f"profile={profile}"])
     assert cfg.profile == profile
@@ -44,3 +44,12 @@ def test_offline_defaults_are_set_by_the_package():
     for key in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY"):
         assert os.environ[key] == "1"
     assert os.environ["WANDB_MODE"] in ("offline", "disabled")
+
+
+def test_the_real_profile_starts_both_points_from_the_converted_checkpoint():
+    cfg = compose(["profile=real", "start=sft_beta"])
+    assert cfg.model.name == "smollm2" and cfg.trainer.bf16 is False
+    assert cfg.start.checkpoint.endswith("outputs/models/smollm2")
+    assert compose(["profile=real"]).start.checkpoint == cfg.start.checkpoint
+    assert cfg.trainer.finetune.max_steps >= 1 and cfg.trainer.finetune.warmup_ratio == 0
+    assert "peft" not in cfg.method  # LoRA is opt-in (+lora@method.peft=default)

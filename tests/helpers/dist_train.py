@@ -29,6 +29,9 @@ import ift  # noqa: E402,F401
 from tiny_lm import pref_rows, qa_rows, tiny_model, tiny_tokenizer  # noqa: E402
 
 FSDP = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+# IFT_TEST_LORA=1: every method trains LoRA adapters (ift.train.lora, conf/lora/default.yaml's targets at r 4);
+# the saved checkpoint is then the merged plain model (tests/ift/train/test_lora.py compares it across process counts).
+LORA = {"r": 4, "alpha": 8, "dropout": 0.0} if os.environ.get("IFT_TEST_LORA") == "1" else None
 
 
 def allow_fsdp_on_cpu() -> None:
@@ -70,6 +73,7 @@ def main() -> None:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     tag = f"{'fsdp' if FSDP else 'ddp'}-{world}" if world > 1 else "1"
+    tag += "-lora" if LORA else ""
     torch.set_num_threads(1)
     if FSDP:
         allow_fsdp_on_cpu()
@@ -88,6 +92,11 @@ def main() -> None:
     results = {}
     for method in methods:
         model = AutoModelForCausalLM.from_pretrained(init_dir)
+        if LORA:
+            from ift.train.lora import wrap
+
+            torch.manual_seed(0)  # lora_A's random init, the same in every run (the train app seeds before it too)
+            model = wrap(model, {"name": method, "peft": LORA})
         common = dict(output_dir=str(out_dir / f"work-{method}-{tag}"),
                       per_device_train_batch_size=global_batch // (world * grad_accum),
                       gradient_accumulation_steps=grad_accum, max_steps=3, learning_rate=0.5, optim="sgd",

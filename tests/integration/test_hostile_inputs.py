@@ -96,17 +96,30 @@ def test_missing_checkpoint_dir(tmp_path):
         check_checkpoint_dir(tmp_path / "nope")
 
 
-def test_a_base_model_without_chat_template_gets_the_zephyr_template(tmp_path):
-    """Mistral-7B-v0.1 ships no chat template; like the IFT authors' code we fall back to Zephyr's."""
+def test_the_paper_base_model_without_chat_template_gets_the_zephyr_template():
+    """Mistral-7B-v0.1 ships no chat template; it is named in BASE_MODEL_TEMPLATES and gets Zephyr's, the format of
+    mistral-7b-sft-beta (the paper's other start point)."""
+    from ift.checkpoints import ensure_chat_template
     from ift.world.tokenizer import CHAT_TEMPLATE
+    from tiny_lm import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    tok.chat_template = None
+    ensure_chat_template(tok, "mistralai/Mistral-7B-v0.1")
+    assert tok.chat_template == CHAT_TEMPLATE
+    rendered = tok.apply_chat_template([{"role": "user", "content": "what color is the zorb ?"}],
+                                       add_generation_prompt=True, tokenize=False)
+    assert rendered.startswith("<|user|>\n") and rendered.endswith("<|assistant|>\n")
+
+
+def test_any_other_checkpoint_without_chat_template_is_an_error_naming_it(tmp_path):
+    """No silent fallback: a checkpoint that is not a known base model must bring its own template."""
     from tiny_lm import tiny_model, tiny_tokenizer
 
     tok = tiny_tokenizer()
     tok.chat_template = None
     tiny_model(tok).save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
-    _, loaded = load_causal_lm(tmp_path)
-    assert loaded.chat_template == CHAT_TEMPLATE
-    rendered = loaded.apply_chat_template([{"role": "user", "content": "what color is the zorb ?"}],
-                                          add_generation_prompt=True, tokenize=False)
-    assert rendered.startswith("<|user|>\n") and rendered.endswith("<|assistant|>\n")
+    with pytest.raises(CheckpointError, match="has no chat template") as info:
+        load_causal_lm(tmp_path)
+    assert str(tmp_path) in str(info.value)

@@ -14,7 +14,7 @@ from test_pipeline_deps import SRC, imported_modules
 LAYERS = (
     # the foundation: file and path helpers, the method registry and grid names, the loss maths, checkpoints
     {"ift", "ift.paths", "ift.io", "ift.numerics", "ift.methods", "ift.grid", "ift.logprobs", "ift.losses",
-     "ift.checkpoints", "ift.generation", "ift.tracking", "ift.world"},
+     "ift.checkpoints", "ift.generation", "ift.tracking", "ift.world", "ift.real_model"},
     {"ift.data"},
     {"ift.train", "ift.frozen_lake"},
     {"ift.evaluate"},

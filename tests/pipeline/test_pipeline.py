@@ -45,7 +45,8 @@ def test_editing_the_ift_config_reruns_exactly_the_ift_cells_their_evals_and_the
     chain_cells = [f"ift-{start}-{chain}" for start in starts for chain in chains]
     expected = ({f"train@{cell}" for cell in cells} | {f"eval@{cell}" for cell in cells} | {"report"}
                 | {f"train_chain@{cell}" for cell in chain_cells} | {f"eval_chain@{cell}" for cell in chain_cells}
-                | {"selection/dvc.yaml:selection"})  # the optional checkpoint selection reads every run
+                | {"selection/dvc.yaml:selection"}  # the optional checkpoint selection reads every run
+                | {"real/dvc.yaml:real_train@ift", "real/dvc.yaml:real_train_lora", "real/dvc.yaml:real_eval"})  # profile=real
     assert rerun_by_edit(repo, "conf/method/ift.yaml") == expected
 
 
@@ -158,3 +159,17 @@ def test_the_checkpoint_selection_is_not_part_of_the_default_pipeline(repo):
     assert {"outputs/runs", "outputs/evals", "report/claims.json"} <= {d.def_path for d in stage.deps}
     assert "python -m ift.selection" in stage.cmd and "baseline_claims=report/claims.json" in stage.cmd
     assert {o.def_path for o in stage.outs} >= {"outputs/selection/evals", "report/selection"}
+
+
+def test_the_real_model_pipeline_is_opt_in(repo):
+    """profile=real (real/dvc.yaml, make real-smoke) is not part of `dvc repro`: no root stage is named real_* or reads
+    its outputs, and its stages write under outputs/real/ and outputs/models/smollm2 only."""
+    root = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
+    assert not any(name.startswith("real") for name in root)
+    real = [s for s in repo.index.stages if s.addressing.startswith("real/dvc.yaml:")]
+    assert {s.addressing.split(":")[1].split("@")[0] for s in real} == {
+        "real_world", "real_start", "real_train", "real_train_lora", "real_eval"}
+    outs = {o.def_path for s in real for o in s.outs}
+    assert all(o.startswith("outputs/real/") or o == "outputs/models/smollm2" for o in outs)
+    assert not any(d.def_path in outs for s in repo.index.stages if s not in real for d in s.deps)
+    assert all("profile=real" in s.cmd for s in real if "ift.train" in s.cmd or "ift.evaluate" in s.cmd)

@@ -185,6 +185,7 @@ def _train_one(cfg, *, run_dir: Path, work_dir: Path, init_ref=None, carry=None,
     from ift.checkpoints import load_causal_lm
     from ift.data import DataConfig, training_data
     from ift.tracking import configure_tracking, training_run
+    from ift.train import lora
     from ift.train.arguments import training_kwargs
     from ift.train.loop import train_and_save
     from ift.train.resume import RunLossSum, checkpoint_digest, run_fingerprint
@@ -198,6 +199,7 @@ def _train_one(cfg, *, run_dir: Path, work_dir: Path, init_ref=None, carry=None,
         init_ref = _default_init(cfg)
     set_seed(seed)
     model, tokenizer = load_causal_lm(init_ref, what=f"initial checkpoint of {run_dir.name}")
+    model = lora.wrap(model, cell.method)  # method.peft (absent: the model itself); sft_dpo: both halves
     recipe = cfg.trainer.finetune
     # max_length: a row whose prompt leaves the trainer no answer token is skipped and counted here
     # (ift.data.fit), not dropped silently by TRL, so data.json describes exactly the rows the trainer sees.

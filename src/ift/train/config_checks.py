@@ -11,7 +11,7 @@ from ift.grid import STARTS
 from ift.methods import ConfigError, check_method
 from ift.methods import require as _require
 
-PROFILES = ("tiny", "smoke", "paper")
+PROFILES = ("tiny", "smoke", "paper", "real")
 
 
 def _check_recipe(recipe, logging_steps: int) -> None:
@@ -28,6 +28,18 @@ def _check_recipe(recipe, logging_steps: int) -> None:
              f"({logging_steps}): losses are checked for NaN when logged, before a checkpoint is saved")
     warmup = recipe.get("warmup_ratio")
     _require(warmup is None or 0 <= float(warmup) < 1, f"trainer.finetune.warmup_ratio must be in [0, 1), got {warmup}")
+
+
+def _check_lora(method) -> None:
+    """``method.peft`` (LoRA; absent or null: off), checked before any model loads (ift.train.lora)."""
+    from ift.train.lora import LoraConfigError, lora_settings
+
+    peft = method.get("peft")
+    try:
+        lora_settings({"name": method.get("name"),
+                       "peft": OmegaConf.to_container(peft, resolve=True) if OmegaConf.is_config(peft) else peft})
+    except LoraConfigError as err:
+        raise ConfigError(str(err)) from err
 
 
 def _check_checkpoint_ref(ref: str, key: str, profile: str, hint: str) -> None:
@@ -62,6 +74,7 @@ def validate_train_config(cfg) -> None:
     """Raise ConfigError for unknown method/start/profile, out-of-range values or a missing start checkpoint."""
     _require(cfg.get("profile") in PROFILES, f"profile={cfg.get('profile')!r} is unknown; choose {PROFILES}")
     check_method(cfg.method)  # its name and its own keys (ift.methods)
+    _check_lora(cfg.method)
     start = cfg.start.get("name")
     _require(start in STARTS, f"start={start!r} is unknown; choose one of {', '.join(STARTS)}")
     _check_seed(cfg.get("seed"))

@@ -25,12 +25,15 @@ def save_run(trainer, tokenizer, run_dir: Path, write_extras=None) -> None:
     tests/distributed/test_distributed.py checks the saved weights of a 2-process FSDP run against a 1-process run.
     """
     from ift.checkpoints import write_checkpoint
+    from ift.train.lora import checkpoint_parts
 
     accelerator = trainer.accelerator
     state_dict = accelerator.get_state_dict(trainer.model)
     if accelerator.is_main_process:
         with atomic_directory(run_dir) as tmp:
-            write_checkpoint(accelerator.unwrap_model(trainer.model), tokenizer, tmp, state_dict=state_dict)
+            # A LoRA model is written merged, as a plain checkpoint (ift.train.lora); any other model as it is.
+            model, state_dict = checkpoint_parts(accelerator.unwrap_model(trainer.model), state_dict)
+            write_checkpoint(model, tokenizer, tmp, state_dict=state_dict)
             if write_extras is not None:
                 write_extras(tmp)
     accelerator.wait_for_everyone()

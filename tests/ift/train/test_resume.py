@@ -3,7 +3,7 @@ SFT half of sft_dpo is reused only if it was trained as the cell now asks (item 
 is the whole run's, or is named for what it covers (item 11).
 
 The runs are stopped in-process right after a checkpoint is complete (a callback raises), which leaves the work
-directory as a SIGKILL at that moment would (tests/test_train_app.py kills a real process).
+directory as a SIGKILL at that moment would (tests/ift/train/test_cell.py kills a real process).
 """
 
 from __future__ import annotations
