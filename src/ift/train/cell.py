@@ -14,8 +14,6 @@ killed run resumes from the last one when the config and the contents of the che
 
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
 import time
 from pathlib import Path
@@ -23,56 +21,6 @@ from pathlib import Path
 import ift  # noqa: F401  (offline defaults before any HF import)
 from ift.io import write_json_atomic, write_text_atomic
 from ift.methods import METHODS
-
-
-def _fingerprint(cfg) -> str:
-    """Hash of everything that determines the run's numbers (not paths, not logging)."""
-    from omegaconf import OmegaConf
-
-    relevant = {key: OmegaConf.to_container(cfg[key], resolve=True)
-                for key in ("method", "start", "model", "data", "trainer") if key in cfg}
-    relevant.update(seed=int(cfg.seed), init_from=cfg.get("init_from"), profile=cfg.profile)
-    return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _resume_point(work_dir: Path, fingerprint: str, accelerator=None) -> str | None:
-    """The last Trainer checkpoint of an interrupted run with the same config; stale work is wiped.
-
-    With several processes only the main one touches the directory; the others wait, then read the same answer.
-    """
-    from ift.train.resume import fingerprint_change
-
-    stamp = work_dir / "fingerprint.txt"
-    if accelerator is None or accelerator.is_main_process:
-        if work_dir.exists() and (not stamp.exists() or stamp.read_text().strip() != fingerprint):
-            if any(work_dir.glob("checkpoint-*")):
-                why = fingerprint_change(stamp.read_text().strip() if stamp.exists() else "", fingerprint)
-                print(f"[train] the checkpoints in {work_dir} are not resumed: {why}; starting fresh")
-            shutil.rmtree(work_dir)
-        work_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(stamp, fingerprint + "\n")
-    if accelerator is not None:
-        accelerator.wait_for_everyone()
-    checkpoints = sorted(work_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-    for checkpoint in reversed(checkpoints):
-        if _complete_checkpoint(checkpoint):
-            return str(checkpoint)
-    return None
-
-
-def _complete_checkpoint(checkpoint: Path) -> bool:
-    """The Trainer writes trainer_state.json last: a checkpoint is complete when that file is there and parses. An
-    empty or cut one (a kill while it was written) is passed over with a warning, for the checkpoint before it."""
-    state = checkpoint / "trainer_state.json"
-    if not state.exists():
-        return False
-    try:
-        json.loads(state.read_text())
-    except (ValueError, OSError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        print(f"[train] WARNING: {state} is not valid JSON ({err}): checkpoint {checkpoint.name} is incomplete, "
-              "resuming from the checkpoint before it (or from the start)")
-        return False
-    return True
 
 
 def _metrics(trainer, method: str, seconds: float, resumed_from: str | None) -> dict:
@@ -139,7 +87,7 @@ def _run_sft_dpo(cfg, run_dir: Path, work_dir: Path, callbacks=()) -> Path:
     """
     from omegaconf import OmegaConf
 
-    from ift.train.resume import checkpoint_digest, fingerprint_change, run_fingerprint
+    from ift.train.resume import checkpoint_digest, config_hash, fingerprint_change, run_fingerprint
 
     carry: dict[str, Path] = {}
     init_ref = None
@@ -147,7 +95,7 @@ def _run_sft_dpo(cfg, run_dir: Path, work_dir: Path, callbacks=()) -> Path:
         sft_method = {"name": "sft", **OmegaConf.to_container(cfg.method.sft, resolve=True)}
         sft_dir, stamp = work_dir / "sft_half", work_dir / "sft_half.fingerprint"
         # A kept SFT half is reused only if it was trained with the SFT config and start checkpoint asked for now.
-        wanted = run_fingerprint(_fingerprint(_with_method(cfg, sft_method)), checkpoint_digest(_default_init(cfg)))
+        wanted = run_fingerprint(config_hash(_with_method(cfg, sft_method)), checkpoint_digest(_default_init(cfg)))
         if (sft_dir / "train_metrics.json").exists():
             kept = stamp.read_text().strip() if stamp.exists() else ""
             if kept != wanted:
@@ -188,7 +136,7 @@ def _train_one(cfg, *, run_dir: Path, work_dir: Path, init_ref=None, carry=None,
     from ift.train import lora
     from ift.train.arguments import training_kwargs
     from ift.train.loop import train_and_save
-    from ift.train.resume import RunLossSum, checkpoint_digest, run_fingerprint
+    from ift.train.resume import RunLossSum, checkpoint_digest, config_hash, resume_point, run_fingerprint
     from ift.train.trainers import build_trainer
 
     began = time.time()
@@ -214,7 +162,7 @@ def _train_one(cfg, *, run_dir: Path, work_dir: Path, init_ref=None, carry=None,
         trainer.add_callback(callback)
     loss_sum = RunLossSum(trainer)
     trainer.add_callback(loss_sum)
-    resume = _resume_point(work_dir, run_fingerprint(_fingerprint(cfg), checkpoint_digest(init_ref)),
+    resume = resume_point(work_dir, run_fingerprint(config_hash(cfg), checkpoint_digest(init_ref)),
                            trainer.accelerator)
     loss_sum.resume_from(resume)
     print(f"[train] {name}: {method} from {init_ref} on {len(data.dataset)} rows "

@@ -1,5 +1,7 @@
 """What a killed run may resume from, and what a resumed run reports (issue #20, items 5, 6 and 11).
 
+* :func:`resume_point`: the last complete checkpoint of a killed run whose stamp matches (:func:`config_hash` of
+  what determines its numbers, and :func:`checkpoint_digest`); stale work is wiped.
 * :func:`checkpoint_digest`: the content of the checkpoint a run starts from. A run's work directory is stamped
   with :func:`run_fingerprint` (its config and this digest), so replacing the start point, ``init_from`` or the
   SFT half of ``sft_dpo`` at the same path makes the next run start fresh instead of resuming the old work.
@@ -11,10 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
+
+from ift.io import write_text_atomic
 
 # Files the pipeline writes beside a checkpoint's weights that do not change what is loaded from it (their times and
 # paths differ between two trainings that give the same weights).
@@ -24,6 +29,54 @@ _PARTS = {
     "config": "the run's config differs",
     "init": "the checkpoint it starts from has other contents (weights, model config or tokenizer files)",
 }
+
+
+def config_hash(cfg) -> str:
+    """Hash of everything that determines the run's numbers (not paths, not logging)."""
+    from omegaconf import OmegaConf
+
+    relevant = {key: OmegaConf.to_container(cfg[key], resolve=True)
+                for key in ("method", "start", "model", "data", "trainer") if key in cfg}
+    relevant.update(seed=int(cfg.seed), init_from=cfg.get("init_from"), profile=cfg.profile)
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def resume_point(work_dir: Path, fingerprint: str, accelerator=None) -> str | None:
+    """The last Trainer checkpoint of an interrupted run with the same config; stale work is wiped.
+
+    With several processes only the main one touches the directory; the others wait, then read the same answer.
+    """
+    stamp = work_dir / "fingerprint.txt"
+    if accelerator is None or accelerator.is_main_process:
+        if work_dir.exists() and (not stamp.exists() or stamp.read_text().strip() != fingerprint):
+            if any(work_dir.glob("checkpoint-*")):
+                why = fingerprint_change(stamp.read_text().strip() if stamp.exists() else "", fingerprint)
+                print(f"[train] the checkpoints in {work_dir} are not resumed: {why}; starting fresh")
+            shutil.rmtree(work_dir)
+        work_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(stamp, fingerprint + "\n")
+    if accelerator is not None:
+        accelerator.wait_for_everyone()
+    checkpoints = sorted(work_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    for checkpoint in reversed(checkpoints):
+        if _complete_checkpoint(checkpoint):
+            return str(checkpoint)
+    return None
+
+
+def _complete_checkpoint(checkpoint: Path) -> bool:
+    """The Trainer writes trainer_state.json last: a checkpoint is complete when that file is there and parses. An
+    empty or cut one (a kill while it was written) is passed over with a warning, for the checkpoint before it."""
+    state = checkpoint / "trainer_state.json"
+    if not state.exists():
+        return False
+    try:
+        json.loads(state.read_text())
+    except (ValueError, OSError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        print(f"[train] WARNING: {state} is not valid JSON ({err}): checkpoint {checkpoint.name} is incomplete, "
+              "resuming from the checkpoint before it (or from the start)")
+        return False
+    return True
 
 
 def checkpoint_digest(ref: str | Path) -> str:

@@ -38,7 +38,7 @@ def _checkpoint(work_dir, step: int, state: str | None) -> None:
 
 @pytest.mark.parametrize("broken", ["", '{"global_step": 3', "\0\0\0"])
 def test_a_corrupt_trainer_state_falls_back_to_the_previous_complete_checkpoint(tmp_path, capsys, broken):
-    from ift.train.cell import _resume_point
+    from ift.train.resume import resume_point
 
     work_dir = tmp_path / "work" / "ift-base-s0"
     work_dir.mkdir(parents=True)
@@ -48,17 +48,17 @@ def test_a_corrupt_trainer_state_falls_back_to_the_previous_complete_checkpoint(
     _checkpoint(work_dir, 30, broken)  # killed while trainer_state.json was written
     _checkpoint(work_dir, 40, None)  # killed before it was written
 
-    assert _resume_point(work_dir, "abc") == str(work_dir / "checkpoint-20")
+    assert resume_point(work_dir, "abc") == str(work_dir / "checkpoint-20")
     out = capsys.readouterr().out
     assert "WARNING" in out and str(work_dir / "checkpoint-30" / "trainer_state.json") in out
     assert (work_dir / "checkpoint-10").is_dir()  # nothing of the earlier work is deleted
 
 
 def test_no_complete_checkpoint_means_a_fresh_start(tmp_path):
-    from ift.train.cell import _resume_point
+    from ift.train.resume import resume_point
 
     work_dir = tmp_path / "work"
     work_dir.mkdir()
     (work_dir / "fingerprint.txt").write_text("abc\n")
     _checkpoint(work_dir, 5, "")
-    assert _resume_point(work_dir, "abc") is None
+    assert resume_point(work_dir, "abc") is None
