@@ -185,17 +185,19 @@ def run_experiment(config: ExperimentConfig) -> ExperimentResult:
 # --------------------------------------------------------------------------------------------------------
 
 
-def _value(cfg: Mapping, key: str):
+def config_value(cfg: Mapping, key: str, config: str = "frozen_lake"):
+    """``cfg``'s value at dotted ``key``; a ConfigError naming the key and the config when it is missing."""
     node = cfg
     for part in key.split("."):
         if not isinstance(node, Mapping) or part not in node:
-            raise ConfigError(f"{key}: missing from the frozen_lake config")
+            raise ConfigError(f"{key}: missing from the {config} config")
         node = node[part]
     return node
 
 
+
 def _int_at_least(cfg: Mapping, key: str, minimum: int) -> int:
-    value = _value(cfg, key)
+    value = config_value(cfg, key)
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigError(f"{key}: must be an integer >= {minimum}, got {value!r}")
     return value
@@ -203,7 +205,7 @@ def _int_at_least(cfg: Mapping, key: str, minimum: int) -> int:
 
 def _number_in(cfg: Mapping, key: str, low: float, high: float, *, open_low: bool = False,
                open_high: bool = False) -> float:
-    value = _value(cfg, key)
+    value = config_value(cfg, key)
     number_ok = isinstance(value, int | float) and not isinstance(value, bool)
     if not number_ok or value < low or value > high or (open_low and value == low) or (open_high and value == high):
         bounds = f"{'(' if open_low else '['}{low}, {high}{')' if open_high else ']'}"
@@ -212,14 +214,14 @@ def _number_in(cfg: Mapping, key: str, low: float, high: float, *, open_low: boo
 
 
 def _choice(cfg: Mapping, key: str, allowed) -> object:
-    value = _value(cfg, key)
+    value = config_value(cfg, key)
     if value not in allowed:
         raise ConfigError(f"{key}: unknown value {value!r}; allowed values: {list(allowed)}")
     return value
 
 
 def _methods(cfg: Mapping) -> tuple[str, ...]:
-    methods = _value(cfg, "methods")
+    methods = config_value(cfg, "methods")
     if isinstance(methods, str) or not isinstance(methods, list | tuple) or not methods:
         raise ConfigError(f"methods: must be a non-empty list drawn from {list(METHODS)}, got {methods!r}")
     unknown = [method for method in methods if method not in METHODS]
@@ -229,7 +231,7 @@ def _methods(cfg: Mapping) -> tuple[str, ...]:
 
 
 def _map(cfg: Mapping) -> tuple[str, ...]:
-    rows = _value(cfg, "map")
+    rows = config_value(cfg, "map")
     try:
         return check_map(rows)
     except ValueError as error:

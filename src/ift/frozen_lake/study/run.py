@@ -36,7 +36,14 @@ from ift.frozen_lake.batched import (
     train_batch,
 )
 from ift.frozen_lake.env import check_map, greedy_rollout
-from ift.frozen_lake.experiment import ConfigError, ExperimentConfig, Problem, build_problem, run_seed
+from ift.frozen_lake.experiment import (
+    ConfigError,
+    ExperimentConfig,
+    Problem,
+    build_problem,
+    config_value,
+    run_seed,
+)
 from ift.frozen_lake.methods import METHODS, IFTOptions, MethodOptions
 from ift.frozen_lake.policy import ACTIVATIONS
 from ift.losses import LAMBDA_DISTURBANCES, PROPAGATION_NORMS, PROPAGATION_TYPES
@@ -117,12 +124,7 @@ class StudyConfig:
 
 
 def _value(cfg: Mapping, key: str):
-    node = cfg
-    for part in key.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            raise ConfigError(f"{key}: missing from the frozen_lake_study config")
-        node = node[part]
-    return node
+    return config_value(cfg, key, "frozen_lake_study")
 
 
 def _is_number(value) -> bool:
