@@ -39,7 +39,8 @@ def assemble(
     method trains on, so extra no-gradient passes (IFT's pass 1, DPO's reference) lower a method's MFU."""
 
     methods = {name: r.summary() for name, r in results.items()}
-    peak_flops = gpu_peak_flops(settings) or matmul_peak_flops
+    gpu_peak = gpu_peak_flops(settings)
+    peak_flops = gpu_peak or matmul_peak_flops
     for summary in methods.values():
         summary["model_tflops_per_s"] = summary["tokens_per_s"] * flops_per_token / 1e12
         summary["mfu"] = (summary["tokens_per_s"] * flops_per_token / peak_flops) if peak_flops else None
@@ -98,21 +99,21 @@ def assemble(
         "method_definitions": {name: VARIANTS[name].about for name in methods},
         "ratios_to_sft": ratios,
         "peak_flops": peak_flops,
-        "peak_flops_source": ("GPU bf16 peak" if gpu_peak_flops(settings) else
+        "peak_flops_source": ("GPU bf16 peak" if gpu_peak else
                               "dense matmul at the model's width, measured in this run" if peak_flops else None),
     }
     if LEAN in methods:
         lean = methods[LEAN]
-        out["ratios_to_sft_lean"] = {
-            name: {
+        out["ratios_to_sft_lean"] = {}
+        for name, m in methods.items():
+            time_paired = paired(name, LEAN)
+            out["ratios_to_sft_lean"][name] = {
                 "step_time": ratio(m["median_step_s"], lean["median_step_s"]),
-                "step_time_paired": paired(name, LEAN),
+                "step_time_paired": time_paired,
                 "peak_memory": ratio(m["peak_bytes"], lean["peak_bytes"]),
                 "floor": FLOORS.get(name),
-                "step_time_over_floor": ratio(paired(name, LEAN), FLOORS.get(name)),
+                "step_time_over_floor": ratio(time_paired, FLOORS.get(name)),
             }
-            for name, m in methods.items()
-        }
         out["targets_vs_sft_lean"] = {}
         for name, (time_target, memory_target, against) in LEAN_TARGETS.items():
             if name not in methods:
