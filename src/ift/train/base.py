@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from ift.train.start_points import build_tiny_model, run, train_and_save
+from ift.train.start_points import build_tiny_model, run, train_start_point
 
 
 def build_base(cfg) -> dict:
@@ -17,8 +17,8 @@ def build_base(cfg) -> dict:
     # "wrapped" packing = classic LM pretraining: documents joined with eos and cut into fixed blocks.
     sft_kwargs = dict(packing=True, packing_strategy="wrapped", dataset_text_field="text",
                       completion_only_loss=False)
-    return train_and_save(cfg, stage="base", model=model, tokenizer=tokenizer, dataset=corpus,
-                           recipe=cfg.trainer.pretrain, sft_kwargs=sft_kwargs)
+    return train_start_point(cfg, stage="base", model=model, tokenizer=tokenizer, dataset=corpus,
+                             recipe=cfg.trainer.pretrain, sft_kwargs=sft_kwargs)
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """DVC stage `sft_beta`: ``python -m ift.train.sft_beta [profile=...]`` — SFT base on the chat set, measure both."""
 
 from ift.io import write_json_atomic
-from ift.train.start_points import run, start_point_dir, train_and_save
+from ift.train.start_points import run, start_point_dir, train_start_point
 
 
 def build_sft_beta(cfg) -> dict:
@@ -15,8 +15,8 @@ def build_sft_beta(cfg) -> dict:
                                       hint=f"run `dvc repro {'base' if base_dir.name == 'base' else 'base_chain'}` first")
     dataset, skips = load_chat_for_sft(cfg.data, tokenizer=tokenizer, seed=int(cfg.seed),
                                        max_length=int(cfg.trainer.sft_beta.max_length))
-    metrics = train_and_save(cfg, stage="sft_beta", model=model, tokenizer=tokenizer, dataset=dataset,
-                              recipe=cfg.trainer.sft_beta, sft_kwargs=dict(completion_only_loss=True))
+    metrics = train_start_point(cfg, stage="sft_beta", model=model, tokenizer=tokenizer, dataset=dataset,
+                                recipe=cfg.trainer.sft_beta, sft_kwargs=dict(completion_only_loss=True))
     out_dir = start_point_dir(cfg, "sft_beta")
     write_json_atomic(out_dir / "data_skips.json", skips.to_dict())
     quality = measure_start_points(cfg, base_dir=base_dir, sft_beta_dir=out_dir)

@@ -82,7 +82,7 @@ def build_tiny_model(model_cfg, tokenizer, seed: int):
     return model
 
 
-def train_and_save(cfg, *, stage: str, model, tokenizer, dataset, recipe, sft_kwargs: dict) -> dict:
+def train_start_point(cfg, *, stage: str, model, tokenizer, dataset, recipe, sft_kwargs: dict) -> dict:
     """Run TRL's SFTTrainer with a recipe from conf/trainer and save the result atomically with its metrics."""
     from transformers import set_seed
     from trl import SFTConfig, SFTTrainer
