@@ -140,7 +140,7 @@ def _write_comparison(cells, compare_file: Path, out_dir: Path, *, methods, star
     bench = claims.bench_ratios(bench_file) if bench_file is not None else {}
     ours = claims.grid_lookup(cells, lake, bench, lc_column="lc_win_rate" if profile == "paper"
                               else "lc_win_rate_minimal")
-    rows = claims.claims_rows(ours, claims.published_lookup(published))
+    rows = claims.claims_rows(ours, claims.published_lookup(published), claims.statements_for([*methods, *base_only]))
     if chains:
         note = (f"whole-chain replicates (chains {[0, *chains]}): base, sft_beta and every cell retrained per "
                 "replicate, paired by chain")
