@@ -8,6 +8,9 @@ Two ways to get them, with the same result (tests/ift/test_losses.py checks them
   backward each chunk's logits are recomputed (:class:`_ChunkedLabelLogps`). This is the memory-efficient path
   (``memory_efficient: true``).
 
+TDPO also needs, at every response position, the KL between the reference's and the policy's whole next-token
+distributions: :func:`label_logps_and_reference_kl` (from full logits).
+
 The conventions are ift.losses': HF-style ``labels`` aligned to ``input_ids`` with ``-100`` on prompt and padding;
 position ``t`` predicts label ``t + 1``, so per-token log-probs are ``[B, L-1]`` with the response mask
 ``labels[:, 1:] != -100``.
