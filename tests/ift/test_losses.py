@@ -684,6 +684,7 @@ def softplus_of_minus(z):
 
 def test_label_logps_and_reference_kl_match_a_loop_over_the_vocabulary():
     logits, ref_logits, labels = pair_problem(seed=1)
+    ref_logits.requires_grad_(True)  # even a reference that carries a graph is used as a constant
     token_logps, ref_token_logps, token_kl, mask = label_logps_and_reference_kl(logits, ref_logits, labels)
     assert torch.equal(mask, labels[:, 1:] != -100)
     for row in range(labels.shape[0]):
@@ -692,15 +693,15 @@ def test_label_logps_and_reference_kl_match_a_loop_over_the_vocabulary():
                 assert token_logps[row, t] == 0 and ref_token_logps[row, t] == 0 and token_kl[row, t] == 0
                 continue
             with torch.no_grad():
-                logp, ref_logp, kl = naive_token_terms(logits, ref_logits, labels, row, t)
+                logp, ref_logp, kl = naive_token_terms(logits, ref_logits.detach(), labels, row, t)
             assert float(token_logps[row, t].detach()) == pytest.approx(float(logp), rel=1e-12)
-            assert float(ref_token_logps[row, t]) == pytest.approx(ref_logp, rel=1e-12)
+            assert float(ref_token_logps[row, t].detach()) == pytest.approx(ref_logp, rel=1e-12)
             assert float(token_kl[row, t].detach()) == pytest.approx(float(kl), rel=1e-10) and float(kl) > 0
-    same, _, zero_kl, _ = label_logps_and_reference_kl(ref_logits, ref_logits, labels)
+    same, _, zero_kl, _ = label_logps_and_reference_kl(ref_logits.detach(), ref_logits.detach(), labels)
     assert zero_kl.abs().max() < 1e-12
-    torch.testing.assert_close(same, gather_label_logps(ref_logits, labels)[0], rtol=1e-12, atol=1e-12)
-    token_kl.sum().backward()
-    assert ref_logits.grad is None  # the reference is a constant
+    torch.testing.assert_close(same, gather_label_logps(ref_logits.detach(), labels)[0], rtol=1e-12, atol=1e-12)
+    (token_kl.sum() + ref_token_logps.sum()).backward()
+    assert ref_logits.grad is None and logits.grad.abs().max() > 0  # the reference is a constant
 
 
 def test_simpo_loss_from_logits_matches_the_per_token_loop_value_and_gradient():

@@ -207,3 +207,11 @@ def test_the_paper_full_report_fills_the_extra_rows_from_its_own_directory_and_t
     _report_command(root, root / "report" / "default_again")
     for name in ("table2.md", "table2.csv", "table3.md", "claims.md", "claims.json", "paper_deltas.md", "summary.json"):
         assert (default / name).read_text() == (root / "report" / "default_again" / name).read_text(), name
+
+
+def test_every_method_has_its_own_plot_colour_and_the_default_grids_colours_stay():
+    """A method added to the registry must not recolour the committed training_curves.png of the default grid."""
+    from ift.methods import METHODS
+
+    assert set(plots.COLOURS) >= set(METHODS) and len(set(plots.COLOURS.values())) == len(plots.COLOURS)
+    assert [plots.COLOURS[m] for m in ("sft", "dpo", "sft_dpo", "orpo", "ift")] == ["C0", "C1", "C2", "C3", "C4"]
