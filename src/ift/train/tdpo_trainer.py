@@ -1,7 +1,8 @@
 """TDPOTrainer: TRL's DPOTrainer with Token-level DPO's loss (Zeng et al. 2024; ift.losses.tdpo_loss).
 
 Only the loss changes; data, tokenisation, collation, the reference model (a frozen copy of the initial weights, or
-the policy with its LoRA adapters disabled), optimiser, logging and checkpointing are DPOTrainer's. Per step, on
+with LoRA the policy running TRL's frozen copy of the initial adapters), optimiser, logging and checkpointing are
+DPOTrainer's. Per step, on
 DPOTrainer's batch (the chosen rows, then the rejected rows, each prompt + answer with a completion mask):
 
 1. the policy and, without gradient, the reference run with full logits. TDPO needs the reference's whole next-token
@@ -41,7 +42,8 @@ class TDPOTrainer(DPOTrainer):
         self.tdpo_alpha, self.tdpo_variant = alpha, variant
 
     def reference_logits(self, model_inputs: dict) -> torch.Tensor:
-        """The reference model's logits, without gradient: the frozen copy, or (LoRA) the policy, adapters off."""
+        """The reference model's logits, without gradient: the frozen copy, or (LoRA) the policy with TRL's "ref"
+        adapter (the initial adapters) active, or with none where TRL made no such copy (as DPOTrainer does)."""
         with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
             if self.ref_model is None:
                 unwrapped = self.accelerator.unwrap_model(self.model)

@@ -246,3 +246,33 @@ def test_tdpo_refuses_precomputed_reference_log_probs(saved_tiny, tmp_path):
     with pytest.raises(ValueError, match="precompute_ref_log_probs"):
         TDPOTrainer(model=AutoModelForCausalLM.from_pretrained(directory), args=args, processing_class=tok,
                     train_dataset=Dataset.from_list(pref_rows(4, seed=1)), alpha=0.5, variant="tdpo2")
+
+
+def test_tdpo_with_lora_takes_the_policy_with_its_adapters_off_as_the_reference(saved_tiny, tmp_path):
+    """With method.peft, TRL keeps no reference model: TDPO's reference logits are the policy's with its frozen copy
+    of the initial adapters active ("ref", B = 0) instead of the trained ones, i.e. the start model's, so the loss
+    equals the formula's against a separately loaded start model."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+
+    from ift.train import lora
+    from ift.train.trainers import build_trainer
+
+    directory, tok = saved_tiny
+    node = {"name": "tdpo", "beta": 0.1, "variant": "tdpo2", "alpha": 0.5,
+            "peft": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj", "up_proj"]}}
+    model = lora.wrap(AutoModelForCausalLM.from_pretrained(directory), node)
+    trainer = build_trainer(node, model=model, tokenizer=tok, dataset=Dataset.from_list(pref_rows(8, seed=11)),
+                            common_args=_common_args(tmp_path), max_length=64)
+    assert trainer.ref_model is None
+    with torch.no_grad():  # move the trained adapters (they start at B = 0, where policy and reference coincide)
+        for name, parameter in trainer.model.named_parameters():
+            if "lora_B.default" in name:
+                parameter.normal_(0.0, 0.3, generator=torch.Generator().manual_seed(12))
+    batch = next(iter(trainer.get_train_dataloader()))
+    with torch.no_grad():
+        loss = trainer.compute_loss(trainer.model, batch)
+        expected, seq_kl = _tdpo_reference_loss(trainer.model, AutoModelForCausalLM.from_pretrained(directory), batch,
+                                                0.1, 0.5, "tdpo2")
+    assert float(seq_kl.min()) > 1e-4
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
