@@ -148,7 +148,7 @@ def test_base_only_methods_get_a_cell_per_seed_from_base_only(repo, grid):
     assert {dep.def_path for dep in train.deps} >= {"outputs/models/base", "conf/method/dpo.yaml"}
     assert "method=dpo start=base seed=0" in train.cmd
     report = next(s for s in repo.index.stages if s.addressing == "report")
-    assert {"outputs/evals", "report/frozen_lake.json", "benchmarks/bench_small.json"} <= {d.def_path for d in report.deps}
+    assert {"outputs/evals", "report/frozen_lake_study.json", "benchmarks/bench_small.json"} <= {d.def_path for d in report.deps}
 
 
 def test_the_checkpoint_selection_is_not_part_of_the_default_pipeline(repo):
