@@ -149,7 +149,7 @@ def test_base_only_methods_get_a_cell_per_seed_from_base_only(repo, grid):
     assert {dep.def_path for dep in train.deps} >= {"outputs/models/base", "conf/method/dpo.yaml"}
     assert "method=dpo start=base seed=0" in train.cmd
     report = next(s for s in repo.index.stages if s.addressing == "report")
-    assert {"outputs/evals", "report/frozen_lake.json", "benchmarks/bench_small.json"} <= {d.def_path for d in report.deps}
+    assert {"outputs/evals", "report/frozen_lake_study.json", "benchmarks/bench_small.json"} <= {d.def_path for d in report.deps}
 
 
 def test_the_checkpoint_selection_is_not_part_of_the_default_pipeline(repo):
@@ -203,4 +203,4 @@ def test_the_paper_full_grid_is_opt_in_and_trains_its_methods_as_the_default_gri
     assert not any(name.startswith("paper_full") for name in root)
     report = stages["report"]
     assert "paper_full=true" in report.cmd and "paths.report=report/paper_full" in report.cmd
-    assert {"outputs/evals", "outputs/paper_full/evals", "report/frozen_lake.json"} <= {d.def_path for d in report.deps}
+    assert {"outputs/evals", "outputs/paper_full/evals", "report/frozen_lake_study.json"} <= {d.def_path for d in report.deps}

@@ -40,7 +40,7 @@ def main(cfg: DictConfig) -> None:
                           compare_file=published_file, bench_file=Path(cfg.bench_file) if cfg.bench_file else None,
                           chains=grid.chains,
                           baseline_claims=Path(cfg.baseline_claims) if cfg.baseline_claims else None,
-                          frozen_lake_file=Path(cfg.frozen_lake_file))
+                          frozen_lake_study_file=Path(cfg.frozen_lake_study_file))
     if cfg.update_readme:
         changed = update_readme(Path(cfg.paths.readme), Path(cfg.paths.report))
         print(f"[report] README Results section {'updated' if changed else 'already current'}")
