@@ -104,7 +104,8 @@ def preflight(study: study_spec.Study, passthrough: Sequence[str], *, start_poin
             raise ConfigError(f"study {study.name}, cell {cell.name}: {err}") from err
         if name != cell.name:  # the run_name interpolation and ift.study.spec.cell_name disagree on a value's form
             raise ConfigError(f"study {study.name}: the cell {cell.name} would run as {name}; write its value as "
-                              f"Hydra does in {study.source}")
+                              f"Hydra reads it in {study.source} (a YAML float needs its dot: 1.0e-4, not 1e-4, "
+                              "which YAML reads as a string)")
     return len(cells)
 
 

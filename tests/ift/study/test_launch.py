@@ -62,6 +62,15 @@ def test_a_typo_in_a_key_or_a_bad_value_fails_before_anything_runs_naming_it():
                          start_points=False)
 
 
+def test_a_swept_value_hydra_would_read_differently_fails_before_the_names_go_wrong():
+    """YAML reads `1e-4` (no dot) as the string the cell is named with; Hydra reads the override as the float 0.0001:
+    the job would write ...-lr0.0001-... where the report looks for ...-lr1e-4-..."""
+    study = _study(sft={"overrides": []}, ift={"sweep": {"lr": {"key": "trainer.finetune.learning_rate",
+                                                               "values": ["1e-4"]}}})
+    with pytest.raises(ConfigError, match=r"the cell ift-lr1e-4-base-s0 would run as ift-lr0\.0001-base-s0"):
+        launch.preflight(study, [], start_points=False)
+
+
 def test_a_missing_start_point_fails_naming_the_cell_and_the_stage_to_run():
     with pytest.raises(ConfigError, match=r"cell sft-base-s0: start\.checkpoint.*dvc repro base"):
         launch.preflight(_study(sft={"overrides": []}), [])
