@@ -115,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ref, flags, passthrough = parse_args(list(sys.argv[1:] if argv is None else argv))
         study = study_spec.load_study(ref)
         passthrough = list(study_spec.check_passthrough(passthrough))
-        count = preflight(study, passthrough, start_points="--dry-run" not in flags)
+        count = preflight(study, passthrough, start_points=not flags)  # only training needs the start points
     except ConfigError as err:
         print(f"[study] {err}", file=sys.stderr)
         return 2

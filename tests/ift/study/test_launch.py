@@ -32,7 +32,8 @@ def test_every_cell_composes_to_its_own_name_and_reads_its_chains_start_point():
         assert launch.preflight(study, ["profile=tiny"], start_points=False) == len(study.cells())
     study = load_study("recipe")
     cell = next(c for c in study.cells() if c.name == "ift-lr5e-05-epochs3-sft_beta-chain2-s2")
-    cfg = launch.resolvable(launch.compose(cell_overrides(study, cell))[0])
+    cfg = launch.resolvable(launch.compose(cell_overrides(study, cell, ["hydra/launcher=slurm"]))[0])
+    assert cfg.hydra.launcher.submitit_folder == "/r/outputs/studies/recipe/hydra/ift/.submitit/%j"  # the SLURM one
     assert (cfg.seed, cfg.chain, cfg.method.name) == (2, 2, "ift")  # replicate c: seed c and chain c's start points
     assert cfg.start.checkpoint == "/r/outputs/models/sft_beta-chain2"
     assert (cfg.trainer.finetune.learning_rate, cfg.trainer.finetune.num_train_epochs) == (5e-05, 3)
