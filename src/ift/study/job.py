@@ -13,8 +13,9 @@ existing resume logic computes (ift.train.resume):
 * evaluation: ``weights=<checkpoint_digest(run dir)> settings=<hash of suite, judge, eval, evals>`` beside the
   results as ``evals/<name>.fingerprint``: evaluated again when the weights or the evaluation settings changed.
 
-Code changes are not part of either stamp (nor of a killed run's, which the grid resumes the same way): after
-changing training or evaluation code, delete ``outputs/studies/<study>`` (docs/studies.md).
+Both stamps also carry ``code=<code_digest()>``, a digest of the package source that trains and evaluates: after a
+code change every cell is trained and evaluated again, as DVC reruns every grid stage whose code changed. A finished
+cell is never kept from other code.
 """
 
 from __future__ import annotations
@@ -38,6 +39,39 @@ EVALUATE = ("-m", "ift.evaluate")  # its __main__ runs ift.evaluate.checkpoint_e
 EVAL_KEYS = ("suite", "judge", "eval", "evals")  # what an evaluation's numbers depend on besides the weights
 
 
+# Packages whose code cannot change a cell's weights or evaluation numbers: a change there keeps finished cells.
+NOT_CELL_CODE = ("report", "frozen_lake", "bench", "study")
+
+
+def code_digest() -> str:
+    """sha256 (16 hex) over the ift package's Python source, without NOT_CELL_CODE: the code a cell ran."""
+    import ift
+
+    root = Path(ift.__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        relative = path.relative_to(root)
+        if relative.parts[0] in NOT_CELL_CODE:
+            continue
+        digest.update(f"{relative.as_posix()}\0".encode() + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def _with_code(stamp: str) -> str:
+    return f"{stamp} code={code_digest()}"
+
+
+def _change(why: Callable[[str, str], str]) -> Callable[[str, str], str]:
+    """``why`` for stamps that also carry ``code=``: a code change is named first, in words."""
+    def explain(old: str, new: str) -> str:
+        code = {stamp: dict(t.split("=", 1) for t in stamp.split() if "=" in t).get("code") for stamp in (old, new)}
+        if old and code[old] != code[new]:
+            return "the ift source code it ran differs"
+        strip = lambda stamp: " ".join(t for t in stamp.split() if not t.startswith("code="))  # noqa: E731
+        return why(strip(old), strip(new))
+    return explain
+
+
 def stamp_of(directory: Path) -> Path:
     """The fingerprint file beside a finished run or evaluation directory."""
     return directory.with_name(f"{directory.name}.fingerprint")
@@ -50,7 +84,7 @@ def eval_stamp(cfg, run_dir: Path) -> str:
     settings = {key: OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key]) else cfg[key]
                 for key in EVAL_KEYS}
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
-    return f"weights={checkpoint_digest(run_dir)} settings={digest}"
+    return _with_code(f"weights={checkpoint_digest(run_dir)} settings={digest}")
 
 
 def _eval_change(old: str, new: str) -> str:
@@ -79,9 +113,9 @@ def run_cell(cfg, overrides: Sequence[str], *, log_dir: Path | None = None,
     name = str(cfg.run_name)
     run_dir, out = Path(str(cfg.paths.runs)) / name, Path(str(cfg.out))
     # The study refuses init_from (ift.study.spec.OWNED): every cell starts from its start point.
-    wanted = run_fingerprint(config_hash(cfg), checkpoint_digest(str(cfg.start.checkpoint)))
+    wanted = _with_code(run_fingerprint(config_hash(cfg), checkpoint_digest(str(cfg.start.checkpoint))))
     trained = not _done(stamp_of(run_dir), wanted, (run_dir / "train_metrics.json").is_file(), name, "trained",
-                        fingerprint_change)
+                        _change(fingerprint_change))
     if trained:
         _command(run, TRAIN, overrides, log_dir, "train")
         write_text_atomic(stamp_of(run_dir), wanted + "\n")
@@ -89,7 +123,7 @@ def run_cell(cfg, overrides: Sequence[str], *, log_dir: Path | None = None,
     wanted = eval_stamp(cfg, run_dir)
     results = [out / checkpoint_eval.RESULT_FILES[e][0] for e in cfg.evals if e in checkpoint_eval.RESULT_FILES]
     evaluated = not _done(stamp_of(out), wanted, bool(results) and all(p.is_file() for p in results), name,
-                          "evaluated", _eval_change)
+                          "evaluated", _change(_eval_change))
     if evaluated:
         _command(run, EVALUATE, overrides, log_dir, "evaluate")
         write_text_atomic(stamp_of(out), wanted + "\n")

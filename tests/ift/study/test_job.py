@@ -88,6 +88,32 @@ def test_a_finished_run_with_another_config_is_retrained_and_the_log_says_why(ce
     assert "evaluated before, but its weights changed: redoing it" in out
 
 
+def test_a_cell_finished_by_other_code_is_trained_and_evaluated_again(cell, monkeypatch, capsys):
+    cfg = cell()
+    job.run_cell(cfg, [], run=FakeRunner(cfg))
+    monkeypatch.setattr(job, "code_digest", lambda: "0123456789abcdef")  # as after an edit of the training code
+    runner = FakeRunner(cfg)
+    assert job.run_cell(cfg, [], run=runner) == {"name": "sft-base-s0", "trained": True, "evaluated": True}
+    out = capsys.readouterr().out
+    assert "trained before, but the ift source code it ran differs: redoing it" in out
+    assert "evaluated before, but the ift source code it ran differs: redoing it" in out
+
+
+def test_the_code_digest_covers_the_training_code_and_not_the_report(tmp_path, monkeypatch):
+    import ift
+
+    package = tmp_path / "ift"
+    for relative in ("__init__.py", "losses.py", "report/tables.py"):
+        (package / relative).parent.mkdir(parents=True, exist_ok=True)
+        (package / relative).write_text(f"# {relative}\n")
+    monkeypatch.setattr(ift, "__file__", str(package / "__init__.py"))
+    before = job.code_digest()
+    (package / "report" / "tables.py").write_text("# another table layout\n")
+    assert job.code_digest() == before
+    (package / "losses.py").write_text("# another loss\n")
+    assert job.code_digest() != before
+
+
 def test_a_replaced_start_point_retrains_the_cell(cell, tmp_path, capsys):
     cfg = cell()
     job.run_cell(cfg, [], run=FakeRunner(cfg))
