@@ -47,7 +47,8 @@ def test_editing_the_ift_config_reruns_exactly_the_ift_cells_their_evals_and_the
                 | {f"train_chain@{cell}" for cell in chain_cells} | {f"eval_chain@{cell}" for cell in chain_cells}
                 | {"selection/dvc.yaml:selection"}  # the optional checkpoint selection reads every run
                 | {"paper_full/dvc.yaml:report"}  # the optional paper_full report reads the default grid's evaluations
-                | {"real/dvc.yaml:real_train@ift", "real/dvc.yaml:real_train_lora", "real/dvc.yaml:real_eval"})  # profile=real
+                | {"real/dvc.yaml:real_train@ift", "real/dvc.yaml:real_train_lora", "real/dvc.yaml:real_eval"}  # profile=real
+                | {f"studies/dvc.yaml:study@{study}" for study in ("ablation", "lambda", "recipe")})  # issue 25, opt-in
     assert rerun_by_edit(repo, "conf/method/ift.yaml") == expected
 
 
@@ -127,7 +128,8 @@ def test_every_torch_stage_exports_the_pinned_cpu_numerics(repo):
     pinned = env_for(params["cpu_numerics"])
     assert set(pinned) == {"OMP_NUM_THREADS", "ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA"}
     torch_stages = [stage for stage in repo.index.stages if stage.addressing.split("@")[0] in (
-        "base", "sft_beta", "train", "train_base_only", "eval_start", "eval", "eval_base_only", "frozen_lake")]
+        "base", "sft_beta", "train", "train_base_only", "eval_start", "eval", "eval_base_only", "frozen_lake",
+        "studies/dvc.yaml:study")]
     assert len(torch_stages) > 8
     for stage in torch_stages:
         argv = shlex.split(stage.cmd)
@@ -160,6 +162,31 @@ def test_the_checkpoint_selection_is_not_part_of_the_default_pipeline(repo):
     assert {"outputs/runs", "outputs/evals", "report/claims.json"} <= {d.def_path for d in stage.deps}
     assert "python -m ift.selection" in stage.cmd and "baseline_claims=report/claims.json" in stage.cmd
     assert {o.def_path for o in stage.outs} >= {"outputs/selection/evals", "report/selection"}
+
+
+def test_the_studies_are_opt_in_stages_that_read_every_chains_start_points(repo):
+    """`dvc repro` runs dvc.yaml only; each study of conf/study/ is one stage of studies/dvc.yaml, depending on the
+    start points of every chain its YAML names, its YAML and the code; its runs persist across reruns (a killed study
+    skips its finished cells) and its report files are committed (cache: false)."""
+    from ift.study.spec import load_study
+
+    root = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
+    assert not any(name.startswith("study") for name in root)
+    stages = {s.addressing: s for s in repo.index.stages if s.addressing.startswith("studies/dvc.yaml:")}
+    names = sorted(path.stem for path in (REPO_ROOT / "conf" / "study").glob("*.yaml"))
+    assert names == ["ablation", "lambda", "recipe"]
+    assert set(stages) == {f"studies/dvc.yaml:study@{name}" for name in names}
+    for name in names:
+        stage, study = stages[f"studies/dvc.yaml:study@{name}"], load_study(name)
+        assert f"python -m ift.study study={name} profile=" in stage.cmd
+        deps = {d.def_path for d in stage.deps}
+        assert {f"outputs/models/{start}{'' if chain == 0 else f'-chain{chain}'}"
+                for start in study.starts for chain in study.chains} <= deps
+        assert {f"conf/study/{name}.yaml", "src/ift/study", "src/ift/train", "src/ift/evaluate"} <= deps
+        outs = {o.def_path: o for o in stage.outs}
+        assert set(outs) == {f"outputs/studies/{name}", *(f"report/studies/{name}.{ext}" for ext in ("md", "csv", "png"))}
+        assert outs[f"outputs/studies/{name}"].persist
+        assert all(not o.use_cache for path, o in outs.items() if path.startswith("report/"))
 
 
 def test_the_real_model_pipeline_is_opt_in(repo):
