@@ -36,6 +36,16 @@ def _sequence_logps(model, input_ids, attention_mask, labels, average=False):
     return losses.sequence_logps(token_logps, mask, average=average)
 
 
+def _mean_response_logps(model, batch) -> dict:
+    """Each side's length-normalised response log-prob from full logits: the reference ORPO and SimPO are held to."""
+    means = {}
+    for side in ("chosen", "rejected"):
+        logits = model(input_ids=batch[f"{side}_input_ids"], attention_mask=batch[f"{side}_attention_mask"]).logits
+        means[side] = losses.sequence_logps(*logprobs.gather_label_logps(logits, batch[f"{side}_labels"]),
+                                            average=True)
+    return means
+
+
 def test_trl_dpo_loss_equals_dpo_formula(saved_tiny, tmp_path):
     from datasets import Dataset
     from transformers import AutoModelForCausalLM
@@ -114,12 +124,7 @@ def test_our_orpo_trainer_loss_equals_the_orpo_formula(saved_tiny, tmp_path):
     batch = next(iter(trainer.get_train_dataloader()))
     with torch.no_grad():
         loss, _ = trainer.get_batch_loss_metrics(trainer.model, batch)
-        means = {}
-        for side in ("chosen", "rejected"):
-            logits = trainer.model(input_ids=batch[f"{side}_input_ids"],
-                                   attention_mask=batch[f"{side}_attention_mask"]).logits
-            means[side] = losses.sequence_logps(*logprobs.gather_label_logps(logits, batch[f"{side}_labels"]),
-                                                average=True)
+        means = _mean_response_logps(trainer.model, batch)
     expected, _ = losses.orpo_loss(means["chosen"], means["rejected"], beta=0.25)
     torch.testing.assert_close(loss, expected.mean(), rtol=1e-5, atol=1e-6)
 
@@ -172,12 +177,7 @@ def test_our_simpo_trainer_is_trl_cpo_computing_the_simpo_formula(saved_tiny, tm
     batch = next(iter(trainer.get_train_dataloader()))
     with torch.no_grad():
         loss, metrics = trainer.get_batch_loss_metrics(trainer.model, batch)
-        means = {}
-        for side in ("chosen", "rejected"):
-            logits = trainer.model(input_ids=batch[f"{side}_input_ids"],
-                                   attention_mask=batch[f"{side}_attention_mask"]).logits
-            means[side] = losses.sequence_logps(*logprobs.gather_label_logps(logits, batch[f"{side}_labels"]),
-                                                average=True)
+        means = _mean_response_logps(trainer.model, batch)
     expected, chosen_rewards, rejected_rewards = losses.simpo_loss(means["chosen"], means["rejected"], beta=2.0,
                                                                    gamma_beta_ratio=0.8)
     assert float((expected - torch.log(torch.tensor(2.0))).abs().max()) > 1e-3  # not the trivial log 2
