@@ -32,7 +32,7 @@ from ift.evaluate import checkpoint_eval  # also: RESULT_FILES
 from ift.io import write_text_atomic
 from ift.train import cell as train_cell  # noqa: F401
 from ift.train.config_checks import validate_train_config
-from ift.train.resume import checkpoint_digest, config_hash, fingerprint_change, run_fingerprint
+from ift.train.resume import checkpoint_digest, config_hash, fingerprint_change, run_fingerprint, stamp_parts
 
 TRAIN = ("-m", "ift.train")  # its __main__ runs ift.train.cell.main
 EVALUATE = ("-m", "ift.evaluate")  # its __main__ runs ift.evaluate.checkpoint_eval.main
@@ -64,8 +64,7 @@ def _with_code(stamp: str) -> str:
 def _change(why: Callable[[str, str], str]) -> Callable[[str, str], str]:
     """``why`` for stamps that also carry ``code=``: a code change is named first, in words."""
     def explain(old: str, new: str) -> str:
-        code = {stamp: dict(t.split("=", 1) for t in stamp.split() if "=" in t).get("code") for stamp in (old, new)}
-        if old and code[old] != code[new]:
+        if old and stamp_parts(old).get("code") != stamp_parts(new).get("code"):
             return "the ift source code it ran differs"
         strip = lambda stamp: " ".join(t for t in stamp.split() if not t.startswith("code="))  # noqa: E731
         return why(strip(old), strip(new))
@@ -89,7 +88,7 @@ def eval_stamp(cfg, run_dir: Path) -> str:
 
 def _eval_change(old: str, new: str) -> str:
     """Why an evaluation stamped ``old`` is not the one stamped ``new`` (eval_stamp), in words for the log."""
-    before, after = (dict(token.split("=", 1) for token in stamp.split() if "=" in token) for stamp in (old, new))
+    before, after = stamp_parts(old), stamp_parts(new)
     changed = [f"its {part} changed" for part in ("weights", "settings") if before.get(part) != after[part]]
     return " and ".join(changed) if old else "no fingerprint was recorded for it"
 

@@ -101,12 +101,14 @@ def run_fingerprint(config_hash: str, init_digest: str) -> str:
     return f"config={config_hash} init={init_digest}"
 
 
+def stamp_parts(stamp: str) -> dict[str, str]:
+    """A stamp's ``key=value`` tokens as a dict (``config=... init=...``)."""
+    return dict(token.split("=", 1) for token in stamp.split() if "=" in token)
+
+
 def fingerprint_change(old: str, new: str) -> str:
     """Why work stamped ``old`` is not the work of a run stamped ``new``, in words for the log."""
-    def parts(stamp: str) -> dict[str, str]:
-        return dict(token.split("=", 1) for token in stamp.split() if "=" in token)
-
-    before, after = parts(old), parts(new)
+    before, after = stamp_parts(old), stamp_parts(new)
     if not old:
         return "no fingerprint was recorded for it"
     if before.keys() != after.keys():
