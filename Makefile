@@ -7,6 +7,7 @@
 #   make fingerprint  ~20 s: does this CPU compute the committed numbers bit for bit? (docs/reproducibility.md)
 #   make lint    ruff
 #   make real-smoke  profile=real on a real pretrained model (SmolLM2-135M-Instruct, the `real` extra) in a scratch copy
+#   make studies  IFT's ablation ladder, λ and recipe studies (issue 25; dvc repro studies/dvc.yaml; docs/studies.md)
 # Knobs: VENV=/path/to/venv (default .venv), PYTHON=python3.11, TORCH_SPEC="torch==2.13.0" (CPU build; a venv that
 # already has a CUDA torch keeps it), PYTEST_ARGS="-k losses", JOBS=2 (pytest-xdist workers).
 
@@ -22,7 +23,7 @@ STAMP := $(VENV)/.ift-setup-stamp
 # Stage commands call `python -m ift.*` and `dvc`: put the venv first on PATH for them.
 RUN := PATH="$(BIN):$$PATH" OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} DVC_NO_ANALYTICS=1
 
-.PHONY: setup repro test smoke smoke-twice bench fingerprint lint clean-venv real-setup real-smoke
+.PHONY: setup repro test smoke smoke-twice bench fingerprint lint clean-venv real-setup real-smoke studies
 
 setup: $(STAMP)
 
@@ -54,6 +55,10 @@ fingerprint: setup
 
 bench: setup
 	$(RUN) "$(BIN)/python" -m ift.bench $(BENCH_ARGS)
+
+# Opt-in, outside `dvc repro`: builds the start points of chains 0..2 if needed, then each study of conf/study/.
+studies: setup
+	$(RUN) dvc repro studies/dvc.yaml
 
 # The `real` extra (gguf) and the package that ships the real model's GGUF file, without its own dependencies.
 REAL_STAMP := $(VENV)/.ift-real-stamp

@@ -6,6 +6,7 @@ One scheme for every run (docs/wandb.md):
   (``sft_half``, ``dpo``), ``<cell>/eval`` for an evaluation, ``base`` / ``sft_beta`` for the start points,
   ``report`` for the report;
 * group: ``<logger.group>/<cell>``: a cell's training run(s) and its evaluation share one group;
+  a study's runs (``python -m ift.study``) all share ``<logger.group>/study-<study>``;
 * tags: method, start, ``seed<N>``, profile, job type (train | eval | start_point | report);
 * config: the stage's resolved Hydra config flattened with dots (``method.gamma``, ``trainer.finetune.learning_rate``)
   plus ``git_commit`` and ``dvc_stage``; an evaluation also carries its training run's config (method, start, model,
@@ -163,8 +164,10 @@ def run_id(profile: str, name: str, identity: Mapping) -> str:
 
 
 def group_name(logger_cfg: Mapping, unit: str) -> str:
-    """``<logger.group>/<unit>``: the experiment (DVC_EXP_NAME or the profile) and the cell (or start point)."""
-    return f"{logger_cfg.get('group') or 'default'}/{unit}"
+    """``<logger.group>/<unit>``: the experiment (DVC_EXP_NAME or the profile) and the cell (or start point). A study's
+    runs (``logger.study``, set by ``python -m ift.study``) share one group, ``<logger.group>/study-<study>``."""
+    study = logger_cfg.get("study")
+    return f"{logger_cfg.get('group') or 'default'}/{f'study-{study}' if study else unit}"
 
 
 def run_tags(*, method: str | None, start: str | None, seed: int | None, profile: str, job_type: str) -> tuple:
@@ -173,7 +176,11 @@ def run_tags(*, method: str | None, start: str | None, seed: int | None, profile
 
 def _cell_identity(cell: Mapping) -> dict:
     root = str((cell.get("paths") or {}).get("root") or "")
-    return _portable({key: cell.get(key) for key in IDENTITY_KEYS}, root)
+    identity = {key: cell.get(key) for key in IDENTITY_KEYS}
+    study = (cell.get("logger") or {}).get("study")
+    if study:  # a study's cell may compute what a grid cell of the same name does: it is still another W&B run
+        identity["study"] = study
+    return _portable(identity, root)
 
 
 def _start_identity(seed: int, profile: str, parameters: int) -> dict:

@@ -80,3 +80,28 @@ def test_the_no_network_guard_refuses_internet_sockets_but_not_local_ipc(no_netw
         inet.connect(("127.0.0.1", 9))
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as local, pytest.raises(FileNotFoundError):
         local.connect(str(tmp_path / "no-such-socket"))  # reaches the OS: the guard let it through
+
+
+def test_a_studys_runs_share_its_group_and_keep_ids_apart_from_the_grids(tmp_path):
+    """``logger.study`` (set by python -m ift.study): the training run, its evaluation's link to it and the study's
+    report are in ``<logger.group>/study-<study>``; a study cell computing what a grid cell computes is another W&B
+    run (another id), and a grid cell's id is what it was before studies existed."""
+    from omegaconf import OmegaConf
+
+    from conftest import compose
+    from ift.tracking import IDENTITY_KEYS, _portable, report_run, resolved, run_id, trained_by, training_run
+
+    grid = compose(["method=ift"], root=tmp_path)
+    study = compose(["method=ift", "+logger.study=ablation"], root=tmp_path)
+    grid_run, study_run = training_run(grid), training_run(study)
+    assert (grid_run.name, grid_run.group) == ("ift-base-s0", "tiny/ift-base-s0")
+    assert (study_run.name, study_run.group) == ("ift-base-s0", "tiny/study-ablation")
+    cell = resolved(grid)
+    identity = _portable({key: cell.get(key) for key in IDENTITY_KEYS}, str(tmp_path))
+    assert grid_run.id == run_id("tiny", "ift-base-s0", identity) != study_run.id
+    run_dir = tmp_path / "runs" / "ift-base-s0"
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(study, resolve=True))
+    linked = trained_by(run_dir, resolved(study))
+    assert (linked["id"], linked["group"]) == (study_run.id, "tiny/study-ablation")
+    assert report_run(study.logger, "tiny").group == "tiny/study-ablation"

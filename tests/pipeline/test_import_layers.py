@@ -19,7 +19,7 @@ LAYERS = (
     {"ift.train", "ift.frozen_lake"},
     {"ift.evaluate"},
     {"ift.report"},
-    {"ift.selection", "ift.fingerprint", "ift.bench"},  # applications that drive the layers below
+    {"ift.selection", "ift.fingerprint", "ift.bench", "ift.study"},  # applications that drive the layers below
 )
 
 

@@ -13,7 +13,9 @@ from ift.report.tables import (
     ALPACA_COLUMNS,
     ALPACA_COLUMNS_PAPER,
     LEADERBOARD_COLUMNS,
+    Roots,
     collect,
+    describe_roots,
     table_rows,
     to_csv,
     to_latex,
@@ -59,7 +61,7 @@ def spread_note(seeds: Sequence[int], chains: Sequence[int], profile: str) -> st
     return f"mean ± std over fine-tuning seeds {list(seeds)} (sample std; {starts}); profile={profile}"
 
 
-def build_report(*, evals_dir: Path, runs_dir: Path, out_dir: Path, methods: Sequence[str],
+def build_report(*, evals_dir: Roots, runs_dir: Roots, out_dir: Path, methods: Sequence[str],
                  starts: Sequence[str], seeds: Sequence[int], profile: str, require_complete: bool,
                  published_file: Path | None = None, base_only: Sequence[str] = (),
                  compare_file: Path | None = None, bench_file: Path | None = None,
@@ -67,8 +69,10 @@ def build_report(*, evals_dir: Path, runs_dir: Path, out_dir: Path, methods: Seq
                  frozen_lake_study_file: Path | None = None) -> dict:
     """Write every report file; returns {"rows2", "rows3", "alpaca_columns", "missing", "files"}.
 
-    ``base_only``: methods trained from base only (params.yaml base_only_methods). ``chains``: the whole-chain
-    replicates besides chain 0 (params.yaml chains): the tables average over them, and variance.* splits each
+    ``evals_dir`` / ``runs_dir``: a directory, or several searched in order for each cell (the paper_full grid's
+    cells are apart from the default grid's). ``base_only``: methods trained from base only (params.yaml
+    base_only_methods). ``chains``: the whole-chain replicates besides chain 0 (params.yaml chains): the tables
+    average over them, and variance.* splits each
     cell's spread into start-point and fine-tuning parts. ``published_file`` (the paper
     profile's default): print the paper's published numbers under our rows. ``compare_file`` (every profile): the
     paper's numbers for paper_deltas.* (each method's change from its start point, ours beside the paper's) and
@@ -78,7 +82,7 @@ def build_report(*, evals_dir: Path, runs_dir: Path, out_dir: Path, methods: Seq
     cells, finetune_cells, missing = collect(evals_dir, methods, starts, seeds, base_only, chains)
     if missing and require_complete:
         shown = ", ".join(missing[:8]) + (f" ... ({len(missing)} in all)" if len(missing) > 8 else "")
-        raise IncompleteResults(f"missing evaluations under {evals_dir}: {shown}")
+        raise IncompleteResults(f"missing evaluations under {describe_roots(evals_dir)}: {shown}")
     published, published_note = {}, ""
     if published_file is not None:
         source, published = load_published(Path(published_file))
@@ -142,7 +146,8 @@ def _write_comparison(cells, compare_file: Path, out_dir: Path, *, methods, star
         print(f"[report] WARNING: {study_file} is missing: the Frozen Lake claims are 'not available'")
     bench = claims.bench_ratios(bench_file) if bench_file is not None else {}
     ours = claims.grid_lookup(cells, bench, lc_column="lc_win_rate" if profile == "paper" else "lc_win_rate_minimal")
-    rows = claims.claims_rows(ours, claims.published_lookup(published), frozen_lake_study=study)
+    rows = claims.claims_rows(ours, claims.published_lookup(published), claims.statements_for([*methods, *base_only]),
+                              frozen_lake_study=study)
     if chains:
         note = (f"whole-chain replicates (chains {[0, *chains]}): base, sft_beta and every cell retrained per "
                 "replicate, paired by chain")

@@ -20,8 +20,8 @@ from ift.report.tables import Cell, row_title
 
 def test_the_packaged_file_holds_every_row_that_maps_to_our_grid():
     _, tables = load_published(DEFAULT_FILE)
-    cells = {("base", m) for m in (None, "sft", "dpo", "orpo", "ift")}
-    cells |= {("sft_beta", m) for m in (None, "sft", "sft_dpo", "orpo", "ift")}
+    cells = {("base", m) for m in (None, "sft", "dpo", "tdpo", "orpo", "simpo", "ift")}
+    cells |= {("sft_beta", m) for m in (None, "sft", "sft_dpo", "tdpo", "orpo", "simpo", "ift")}
     assert set(tables["table2"]) == cells and set(tables["table3"]) == cells
     assert tables["table2"][("base", "ift")] == {"arc": 56.74, "arc_gen": 74.15, "mmlu": 60.49,
                                                  "truthfulqa_mc2": 57.65, "winogrande": 78.45, "gsm8k": 44.73,
@@ -34,13 +34,14 @@ def test_the_packaged_file_holds_every_row_that_maps_to_our_grid():
 
 def test_a_row_whose_avg_disagrees_with_its_columns_is_refused_naming_it(tmp_path):
     data = yaml.safe_load(DEFAULT_FILE.read_text())
-    data["table2"][3]["mmlu"] = 66.57  # a typo: 60.57 -> 66.57 moves the mean by 1.2
+    orpo = next(i for i, row in enumerate(data["table2"]) if (row["start"], row["method"]) == ("base", "orpo"))
+    data["table2"][orpo]["mmlu"] = 66.57  # a typo: 60.57 -> 66.57 moves the mean by 1.2
     path = tmp_path / "typo.yaml"
     path.write_text(yaml.safe_dump(data))
-    with pytest.raises(PublishedDataError, match=r"table2\[3\]: row \('base', 'orpo'\) has avg 57.7 but") as err:
+    with pytest.raises(PublishedDataError, match=rf"table2\[{orpo}\]: row \('base', 'orpo'\) has avg 57.7 but") as err:
         load_published(path)
     assert str(path) in str(err.value)
-    data["table2"][3]["mmlu"] = 60.58  # a 0.01 change in one column moves the mean by 0.002: rounding, accepted
+    data["table2"][orpo]["mmlu"] = 60.58  # a 0.01 change in one column moves the mean by 0.002: rounding, accepted
     path.write_text(yaml.safe_dump(data))
     load_published(path)
 
@@ -61,6 +62,24 @@ def test_the_papers_own_numbers_support_every_claim_it_makes():
     assert by_claim["3a"]["estimate"] == pytest.approx(((57.65 + 44.73 + 74.15) - (47.98 + 43.89 + 73.54)) / 3)
     for claim in ("6a", "6b", "FL1", "FL2", "FL3", "FL4"):  # no published numbers for these
         assert by_claim[claim]["verdict"] == "not available"
+
+
+def test_the_claims_about_simpo_and_tdpo_join_only_a_grid_that_trains_them():
+    default = ["sft", "sft_dpo", "orpo", "ift", "dpo"]
+    assert [s.claim for s in claims.statements_for(default)] == [s.claim for s in claims.paper_statements()]
+    assert [s.claim for s in claims.statements_for([*default, "simpo"])] == [s.claim for s in claims.paper_statements()]
+    full = claims.statements_for([*default, "simpo", "tdpo"])
+    assert [s.claim for s in full[-3:]] == ["7a", "7b", "7c"] and len(full) == len(claims.paper_statements()) + 3
+
+
+def test_the_papers_own_numbers_support_its_statements_about_simpo_and_tdpo():
+    _, published = load_published(DEFAULT_FILE)
+    lookup = claims.published_lookup(published)
+    rows = {row["claim"]: row["paper"] for row in claims.claims_rows(lookup, lookup, claims.baseline_statements())}
+    assert all(row["verdict"] == "supported" for row in rows.values()), rows
+    assert rows["7a"]["estimate"] == pytest.approx(58.65 - 58.28)  # SFT over the best of DPO 58.28, SimPO, TDPO
+    assert rows["7b"]["estimate"] == pytest.approx(59.61 - 55.79)  # IFT over TDPO (SimPO's printed 55.15 is lower)
+    assert rows["7c"]["estimate"] == pytest.approx(58.22 - 57.12)  # SFT+IFT over SFT+TDPO
 
 
 def _cells(values: dict[tuple[str, str | None], dict[str, dict[int | None, float]]]) -> dict:
@@ -117,7 +136,7 @@ def test_a_start_point_enters_every_seed_and_a_missing_seed_is_named():
 
 
 @pytest.mark.parametrize(("term", "message"), [
-    (Term("base", "simpo", ("avg",)), r"unknown method 'simpo'"),
+    (Term("base", "kto", ("avg",)), r"unknown method 'kto'"),
     (Term("zephyr", "ift", ("avg",)), r"unknown start/source 'zephyr'"),
     (Term("base", "ift", ("hellaswag",)), r"unknown column\(s\) \['hellaswag'\]"),
     (Term("frozen_lake", "ift", ("policy_mse",)), r"unknown start/source 'frozen_lake'"),  # FL rows: ShareStatement
@@ -230,6 +249,7 @@ def test_the_report_writes_deltas_and_claims_with_the_base_only_rows(tmp_path):
     assert by_claim["1"]["ours"]["verdict"] == "supported"  # both seeds exactly +1.0: a zero-width interval above 0
     assert by_claim["2"]["ours"]["verdict"] == "not available"  # no sft_dpo cells in this grid: named, not guessed
     assert "sft_dpo@sft_beta" in by_claim["2"]["ours"]["why"]
+    assert not any(claim.startswith("7") for claim in by_claim)  # no SimPO/TDPO cells: their claims are not rows
     assert "fine-tuning seeds only; start points shared" in (out / "claims.md").read_text()
     index = (out / "index.md").read_text()
     assert "[claims.md](claims.md)" in index and "[paper_deltas.md](paper_deltas.md)" in index
