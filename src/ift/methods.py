@@ -61,16 +61,36 @@ def sft_reduction(node) -> str:
     return node.get("reduction", "token_mean")
 
 
+def lean_head(node, where: str = "method") -> tuple[bool, int]:
+    """An SFT, DPO or ORPO node's ``memory_efficient`` and ``chunk_size`` (ift.train.lean_head), checked; absent keys
+    get the defaults of every conf/method file (true, 1024)."""
+    from ift.logprobs import DEFAULT_CHUNK_SIZE
+
+    memory_efficient = node.get("memory_efficient", True)
+    require(isinstance(memory_efficient, bool),
+            f"{where}.memory_efficient must be true or false, got {memory_efficient!r}")
+    chunk_size = node.get("chunk_size", DEFAULT_CHUNK_SIZE)
+    require(isinstance(chunk_size, int) and not isinstance(chunk_size, bool) and chunk_size >= 1,
+            f"{where}.chunk_size must be a whole number >= 1 (positions per LM-head chunk), got {chunk_size!r}")
+    return memory_efficient, chunk_size
+
+
 def _check_sft(node, where: str) -> None:
     from ift.losses import REDUCTIONS  # the authors' per-sequence mean | TRL's token mean
 
     reduction = sft_reduction(node)
     require(reduction in REDUCTIONS, f"{where}.reduction={reduction!r} is unknown; choose one of {', '.join(REDUCTIONS)}")
+    lean_head(node, where)
 
 
 def _check_beta(node, where: str) -> None:
     beta = float(node.beta)
     require(beta > 0, f"{where}.beta must be > 0, got {beta}")
+
+
+def _check_preference(node, where: str) -> None:
+    _check_beta(node, where)
+    lean_head(node, where)
 
 
 def _check_ift(node, where: str) -> None:
@@ -86,17 +106,17 @@ def _check_ift(node, where: str) -> None:
 
 def _check_sft_dpo(node, where: str) -> None:
     _check_sft(node.sft, f"{where}.sft")
-    _check_beta(node.dpo, f"{where}.dpo")
+    _check_preference(node.dpo, f"{where}.dpo")
 
 
 METHODS: dict[str, Method] = {
     method.name: method
     for method in (  # in the paper's row order (Tables 2 and 3)
         Method("sft", "+ SFT", "answers", "sft", "ift.train.trainers:sft_trainer", _check_sft),
-        Method("dpo", "+ DPO", "pairs", "dpo", "ift.train.trainers:dpo_trainer", _check_beta,
+        Method("dpo", "+ DPO", "pairs", "dpo", "ift.train.trainers:dpo_trainer", _check_preference,
                logged={"reward_margins": "rewards/margins", "reward_accuracies": "rewards/accuracies"}),
         Method("sft_dpo", "+ SFT + DPO", "pairs", "dpo", None, _check_sft_dpo, halves=("sft", "dpo")),
-        Method("orpo", "+ ORPO", "pairs", "orpo", "ift.train.trainers:orpo_trainer", _check_beta),
+        Method("orpo", "+ ORPO", "pairs", "orpo", "ift.train.trainers:orpo_trainer", _check_preference),
         Method("ift", "+ IFT", "answers", "sft", "ift.train.trainers:ift_trainer", _check_ift,
                logged={"lambda": "ift/lambda", "pass1_sft_loss": "ift/pass1_sft_loss", "pass2_loss": "ift/pass2_loss"}),
     )

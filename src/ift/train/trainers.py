@@ -1,9 +1,12 @@
 """The TRL trainer of each method; the methods share everything but the trainer (ift.methods says which is whose).
 
-sft  -> trl.SFTTrainer (completion-only NLL, token mean) or, with reduction: sequence_mean, SequenceMeanSFTTrainer
+sft  -> TRL's SFTTrainer (completion-only NLL, token mean) or, with reduction: sequence_mean, SequenceMeanSFTTrainer
 ift  -> IFTTrainer (SFTTrainer + IFT's compute_loss)
-dpo  -> trl.DPOTrainer (reference = the initial model)
+dpo  -> TRL's DPOTrainer (reference = the initial model)
 orpo -> ResponseNLLORPOTrainer (TRL's ORPOTrainer, NLL fixed)
+
+SFT, DPO and ORPO take ``memory_efficient`` and ``chunk_size`` from the method node: their log-probs come from the
+lean LM head (ift.train.lean_head) or, with ``memory_efficient: false``, from each trainer's own path as before.
 """
 
 from __future__ import annotations
@@ -24,16 +27,23 @@ def build_trainer(method: Mapping, *, model, tokenizer, dataset, common_args: di
                                              callbacks=[FiniteLossGuard(), *callbacks])
 
 
+def lean_options(method: Mapping):
+    """The method node's ``memory_efficient`` and ``chunk_size`` (ConfigError naming a bad one)."""
+    from ift.methods import lean_head
+    from ift.train.lean_head import LeanOptions
+
+    return LeanOptions(*lean_head(method))
+
+
 def sft_trainer(method: Mapping, *, model, tokenizer, dataset, common_args: dict, max_length: int, callbacks):
     """TRL's SFTTrainer (token mean) or, with ``reduction: sequence_mean``, SequenceMeanSFTTrainer."""
-    from trl import SFTTrainer
-
     from ift.methods import sft_reduction
+    from ift.train.lean_head import TRLSFTTrainer
     from ift.train.sequence_mean import SequenceMeanSFTTrainer
 
-    trainer_class = SequenceMeanSFTTrainer if sft_reduction(method) == "sequence_mean" else SFTTrainer
+    trainer_class = SequenceMeanSFTTrainer if sft_reduction(method) == "sequence_mean" else TRLSFTTrainer
     return trainer_class(model=model, args=sft_config(common_args, max_length), train_dataset=dataset,
-                         processing_class=tokenizer, callbacks=callbacks)
+                         processing_class=tokenizer, callbacks=callbacks, lean=lean_options(method))
 
 
 def ift_trainer(method: Mapping, *, model, tokenizer, dataset, common_args: dict, max_length: int, callbacks):
@@ -47,13 +57,16 @@ def ift_trainer(method: Mapping, *, model, tokenizer, dataset, common_args: dict
 
 def dpo_trainer(method: Mapping, *, model, tokenizer, dataset, common_args: dict, max_length: int, callbacks):
     """TRL's DPOTrainer; the reference model is the initial weights."""
-    from trl import DPOConfig, DPOTrainer
+    from trl import DPOConfig
 
+    from ift.train.lean_head import TRLDPOTrainer
+
+    lean = lean_options(method)
     args = DPOConfig(**common_args, max_length=max_length, beta=float(method["beta"]),
                      precompute_ref_log_probs=bool(method.get("precompute_ref_log_probs", False)))
     # ref_model=None: TRL loads the reference from the policy's own checkpoint (= the initial weights).
-    return DPOTrainer(model=model, ref_model=None, args=args, train_dataset=dataset, processing_class=tokenizer,
-                      callbacks=callbacks)
+    return TRLDPOTrainer(model=model, ref_model=None, args=args, train_dataset=dataset, processing_class=tokenizer,
+                         callbacks=callbacks, lean=lean)
 
 
 def orpo_trainer(method: Mapping, *, model, tokenizer, dataset, common_args: dict, max_length: int, callbacks):
@@ -61,9 +74,10 @@ def orpo_trainer(method: Mapping, *, model, tokenizer, dataset, common_args: dic
     from trl.experimental.orpo import ORPOConfig
 
     _quiet_orpo_token_count()
+    lean = lean_options(method)
     args = ORPOConfig(**common_args, max_length=max_length, beta=float(method["beta"]))
     return response_nll_orpo_trainer_class()(model=model, args=args, train_dataset=dataset,
-                                             processing_class=tokenizer, callbacks=callbacks)
+                                             processing_class=tokenizer, callbacks=callbacks, lean=lean)
 
 
 def sft_config(common_args: dict, max_length: int):
@@ -103,14 +117,37 @@ def response_nll_orpo_trainer_class():
     The ORPO paper and the IFT authors' code use -mean log p(y_w | x): the chosen *response's* length-normalised
     log-prob, averaged over the pairs. Only that term changes; the odds-ratio term is TRL's (already the formula).
     tests/ift/train/test_trainers.py checks the result against ift.losses.orpo_loss.
+
+    With ``lean.memory_efficient`` (ift.train.lean_head) the forward needs the response positions only: the loss needs
+    nothing else. TRL's ``get_batch_loss_metrics`` reads the chosen and rejected logits only as
+    ``logits.detach().mean()`` (its ``logits/*`` metrics, over every position and the vocabulary); the lean forward
+    hands it those two means, from the lean head's ``all_mean_logits``, instead of logits.
     """
     from trl.experimental.orpo import ORPOTrainer
 
-    class ResponseNLLORPOTrainer(ORPOTrainer):
+    from ift import losses
+    from ift.train.lean_head import LeanHeadMixin
+
+    class ResponseNLLORPOTrainer(LeanHeadMixin, ORPOTrainer):
+        trl_installs_head = False  # TRL's ORPOTrainer holds full logits
+        lean_outputs = ("all_mean_logits",)
+
         def concatenated_forward(self, model, batch):
-            outputs = list(super().concatenated_forward(model, batch))
-            chosen_mean_logps = outputs[0]
-            outputs[4] = -chosen_mean_logps.mean()  # the formula's NLL: response only, per-sequence mean
-            return tuple(outputs)
+            if not self.lean.memory_efficient:
+                outputs = list(super().concatenated_forward(model, batch))
+                outputs[4] = -outputs[0].mean()  # the formula's NLL: response only, per-sequence mean
+                return tuple(outputs)
+            if self.is_encoder_decoder or self.aux_loss_enabled:
+                raise NotImplementedError("ORPO with memory_efficient: true supports decoder-only models without "
+                                          "a router loss; set method.memory_efficient=false")
+            # chosen rows first, then rejected, padded to one length: TRL's own concatenation
+            both = self.concatenated_inputs(batch, padding_value=self.padding_value, device=self.accelerator.device)
+            scores = self.lean_forward(model, both["concatenated_input_ids"], both["concatenated_attention_mask"],
+                                       both["concatenated_labels"])
+            mean_logps = losses.sequence_logps(scores.log_probs, scores.label_mask, average=True)
+            pairs = batch["chosen_labels"].shape[0]
+            chosen, rejected = mean_logps[:pairs], mean_logps[pairs:]
+            position_means = scores.all_mean_logits
+            return chosen, rejected, position_means[:pairs].mean(), position_means[pairs:].mean(), -chosen.mean()
 
     return ResponseNLLORPOTrainer
