@@ -143,8 +143,7 @@ def add_lean_lm_head(model, chunk_size: int, outputs: Iterable[str] = ("log_prob
     _refuse_what_the_kernel_cannot_do(base)
     with_stats = bool(outputs & {"entropy", "is_top1"})
     with_means = bool(outputs & {"mean_logits", "all_mean_logits"})
-    class_forward = type(base).forward
-    original = types.MethodType(class_forward, base)
+    class_forward = type(base).forward  # called with the instance it runs on: a deepcopy calls its own weights
 
     @functools.wraps(class_forward)  # the same signature: Trainer and generate inspect it
     def lean_forward(self, *args, fused_lm_head=False, labels=None, shift_labels=None, num_items_in_batch=None,
@@ -154,7 +153,7 @@ def add_lean_lm_head(model, chunk_size: int, outputs: Iterable[str] = ("log_prob
                                ("num_items_in_batch", num_items_in_batch)):
                 if value is not None:
                     kwargs[key] = value
-            return original(*args, **kwargs)
+            return class_forward(self, *args, **kwargs)
         if shift_labels is not None or kwargs.get("output_router_logits"):
             raise NotImplementedError("the lean LM head takes plain labels on a dense model (no pre-shifted labels, "
                                       "no MoE router loss); set method.memory_efficient=false")
