@@ -272,6 +272,37 @@ def test_lean_head_scores_only_the_response_positions_one_chunk_at_a_time(tok, t
     assert measured[False, 4] >= _all_positions(method, batch) > _response_positions(method, batch)
 
 
+@pytest.mark.parametrize("num_items_in_batch", [None, 7])
+def test_lean_head_output_fields_equal_the_full_logits(tok, num_items_in_batch):
+    """Every field TRL reads, from a model patched with add_lean_lm_head, against the model's own float64 logits:
+    log-probs, mask, entropy, top-1, mean logits (0 / False off the response), the mean at every position, and TRL's
+    ``loss`` (normalised by the response tokens, or by ``num_items_in_batch``)."""
+    from ift.train.lean_head import OUTPUTS, add_lean_lm_head
+
+    model = tiny_model(tok, seed=4).double()
+    _perturb(model, scale=3.0)  # peaked distributions: some labels are the argmax, some not
+    ids = torch.randint(3, len(tok), (3, 9), generator=torch.Generator().manual_seed(0))
+    labels = ids.clone()
+    labels[:, :4] = -100
+    labels[1, 7:] = -100
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[:, :-1]
+    add_lean_lm_head(model, 2, OUTPUTS)
+    out = model(input_ids=ids, labels=labels, fused_lm_head=True, num_items_in_batch=num_items_in_batch)
+    mask = labels[:, 1:] != -100
+    log_probs = torch.log_softmax(logits, -1)
+    expected = log_probs.gather(-1, labels[:, 1:].clamp(min=0)[..., None]).squeeze(-1).masked_fill(~mask, 0)
+    assert torch.equal(out.label_mask, mask)
+    torch.testing.assert_close(out.log_probs, expected, **EXACT_TOL)
+    torch.testing.assert_close(out.entropy, -(log_probs.exp() * log_probs).sum(-1).masked_fill(~mask, 0), **EXACT_TOL)
+    top1 = (logits.argmax(-1) == labels[:, 1:]) & mask
+    assert torch.equal(out.is_top1, top1) and top1.any() and (mask & ~top1).any()
+    torch.testing.assert_close(out.mean_logits, logits.mean(-1).masked_fill(~mask, 0), **EXACT_TOL)
+    torch.testing.assert_close(out.all_mean_logits, logits.mean(-1), **EXACT_TOL)
+    count = mask.sum() if num_items_in_batch is None else num_items_in_batch
+    torch.testing.assert_close(out.loss, -expected.sum() / count, **EXACT_TOL)
+
+
 def test_the_lean_forward_leaves_the_models_own_forward_alone(saved, tok, tmp_path):
     """Without ``fused_lm_head`` a patched model computes its class's forward (generation, evaluation), on its own
     weights even after a deepcopy."""
