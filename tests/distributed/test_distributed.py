@@ -10,7 +10,7 @@ parameters): once in one process with batch 8 — the reference — and then
   precomputed values to the cache directory of rank 0's process, which rank 1 then looks for in its own);
 - under FSDP2: ``accelerate launch --config_file conf/accelerate/fsdp.yaml`` (the repo's own config; only the
   process count and the precision are overridden: 2 processes, fp32), 2 processes x batch 2 x gradient
-  accumulation 2, so the step's sequence count is gathered over micro-batches *and* processes: SFT, IFT, DPO.
+  accumulation 2, so the step's sequence count is gathered over micro-batches *and* processes: the same methods.
 
 SFT, DPO and ORPO run the lean LM head (``memory_efficient: true``, ift.train.lean_head, the default) in every run
 above; the DDP run is also compared with one process on their trainers' own paths (``memory_efficient: false``:
@@ -53,7 +53,6 @@ WORKER = REPO_ROOT / "tests" / "helpers" / "dist_train.py"
 FSDP_CONFIG = REPO_ROOT / "conf" / "accelerate" / "fsdp.yaml"
 GLOBAL_BATCH = "8"
 METHODS = ("sft", "sft_sequence_mean", "ift", "dpo", "orpo")  # names in the worker's METHOD_NODES
-FSDP_METHODS = ("sft", "ift", "dpo")
 LEAN_METHODS = tuple(method for method in METHODS if method != "ift")  # memory_efficient switches their log-prob path
 TOLERANCE = dict(rtol=1e-5, atol=1e-5)  # float32 sums reduced in a different order across processes
 
@@ -110,8 +109,8 @@ def test_ddp_two_processes_equal_one_process(out_dir):
 def test_fsdp2_two_processes_equal_one_process(out_dir):
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", FSDP_CONFIG,
               "--num_processes", "2", "--mixed_precision", "no", "--main_process_port", str(_free_port())]
-    _run([*launch, WORKER, out_dir, GLOBAL_BATCH, ",".join(FSDP_METHODS), "2"])  # 2 micro-batches per step
+    _run([*launch, WORKER, out_dir, GLOBAL_BATCH, ",".join(METHODS), "2"])  # 2 micro-batches per step
     one, two = torch.load(out_dir / "result-1.pt"), torch.load(out_dir / "result-fsdp-2.pt")
-    for method in FSDP_METHODS:
+    for method in METHODS:
         assert set(two[method]["sharded"]) == set(one[method]["params"]), f"{method}: not every parameter sharded"
-    _assert_same_training(one, two, "FSDP2", FSDP_METHODS)
+    _assert_same_training(one, two, "FSDP2")

@@ -101,9 +101,14 @@ def gathered(weight: torch.Tensor | None) -> torch.Tensor | None:
 
 
 def head_parameters(head) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The LM head's weight and bias for the chunked kernel: gathered-with-gradient when autograd records, else gathered
-    in full (a no-gradient read, e.g. a reference forward or IFT's pass 1)."""
-    read = gathered if torch.is_grad_enabled() else full_tensor
+    """The LM head's weight and bias for the chunked kernel: :func:`gathered` when the parameter gets a gradient, else
+    gathered in full (a no-gradient read: a reference forward, IFT's pass 1, a head frozen under LoRA)."""
+
+    def read(param):
+        if param is not None and param.requires_grad and torch.is_grad_enabled():
+            return gathered(param)
+        return full_tensor(param)
+
     return read(head.weight), read(getattr(head, "bias", None))
 
 
