@@ -170,8 +170,7 @@ def add_lean_lm_head(model, chunk_size: int, outputs: Iterable[str] = ("log_prob
                                                with_stats=with_stats)
         mask = scores.response_mask
         count = mask.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch
-        all_means = logprobs.mean_logits(hidden[:, :-1].detach(), weight.detach(),
-                                         None if bias is None else bias.detach()) if with_means else None
+        all_means = logprobs.mean_logits(hidden[:, :-1], weight, bias) if with_means else None  # no gradient
         return LeanCausalLMOutput(
             loss=-scores.token_logps.sum() / count,
             log_probs=scores.token_logps,
@@ -236,8 +235,8 @@ class LeanHeadMixin:
             raise RuntimeError(f"{type(self).__name__}: TRL did not install its fused LM head where ift.train.lean_head "
                                "replaces it (a TRL change?); memory_efficient=true would silently run TRL's head")
 
-    def lean_forward(self, model, input_ids, attention_mask, labels):
-        """The lean head's output for one batch (``model``: the trainer's possibly wrapped model)."""
+    def lean_head_output(self, model, input_ids, attention_mask, labels):
+        """The lean head's output for one batch (``model``: the trainer's model, as DDP/FSDP wrapped it)."""
         return model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, fused_lm_head=True,
                      use_cache=False)
 

@@ -57,7 +57,7 @@ class SequenceMeanSFTTrainer(LeanHeadMixin, SequenceMeanMixin, SFTTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.lean.memory_efficient:
-            outputs = self.lean_forward(model, inputs["input_ids"], inputs.get("attention_mask"), inputs["labels"])
+            outputs = self.lean_head_output(model, inputs["input_ids"], inputs.get("attention_mask"), inputs["labels"])
             token_logps, mask = outputs.log_probs, outputs.label_mask
         else:
             outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"),

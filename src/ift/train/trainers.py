@@ -142,8 +142,10 @@ def response_nll_orpo_trainer_class():
                                           "a router loss; set method.memory_efficient=false")
             # chosen rows first, then rejected, padded to one length: TRL's own concatenation
             both = self.concatenated_inputs(batch, padding_value=self.padding_value, device=self.accelerator.device)
-            scores = self.lean_forward(model, both["concatenated_input_ids"], both["concatenated_attention_mask"],
-                                       both["concatenated_labels"])
+            scores = self.lean_head_output(model, both["concatenated_input_ids"], both["concatenated_attention_mask"],
+                                           both["concatenated_labels"])
+            # TRL divides by the token count as it is; a response without tokens (which TRL's tokenisation does not
+            # produce) would give 0 here instead of TRL's NaN
             mean_logps = losses.sequence_logps(scores.log_probs, scores.label_mask, average=True)
             pairs = batch["chosen_labels"].shape[0]
             chosen, rejected = mean_logps[:pairs], mean_logps[pairs:]

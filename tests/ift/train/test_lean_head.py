@@ -305,10 +305,15 @@ def test_lean_head_output_fields_equal_the_full_logits(tok, num_items_in_batch):
 
 def test_the_lean_forward_leaves_the_models_own_forward_alone(saved, tok, tmp_path):
     """Without ``fused_lm_head`` a patched model computes its class's forward (generation, evaluation), on its own
-    weights even after a deepcopy."""
+    weights even after a deepcopy; and TRL's own head is back in place for every other trainer."""
     import copy
 
+    import trl.trainer.dpo_trainer
+    import trl.trainer.sft_trainer
+    from trl.trainer.utils import add_fused_lm_head
+
     trainer = _trainer(saved, tok, tmp_path, "dpo", memory_efficient=True)
+    assert trl.trainer.dpo_trainer.add_fused_lm_head is trl.trainer.sft_trainer.add_fused_lm_head is add_fused_lm_head
     ids = torch.tensor([[1, 8, 9, 10, 2]])
     with torch.no_grad():
         logits = trainer.model(input_ids=ids).logits
