@@ -85,23 +85,30 @@ def _whole_numbers(values, minimum: int) -> bool:
                or (isinstance(v, str) and re.fullmatch(r"0|[1-9][0-9]*", v) and int(v) >= minimum) for v in values)
 
 
-def load_grid(params_file: Path) -> Grid:
+PAPER_FULL_METHODS = "paper_full_methods"  # params.yaml: the opt-in paper_full grid's methods (paper_full/dvc.yaml)
+
+
+def load_grid(params_file: Path, paper_full: bool = False) -> Grid:
     """methods, starts, seeds, profile (tiny when absent), base_only_methods and chains (none when absent) from the
-    pipeline's params.yaml."""
+    pipeline's params.yaml; with ``paper_full``, methods also has its ``paper_full_methods`` (the opt-in grid of the
+    paper's other baselines, trained from every start with the same seeds and chains)."""
     import yaml
 
     params = yaml.safe_load(params_file.read_text())
     try:
         methods, starts, seeds = params["methods"], params["starts"], params["seeds"]
+        extra = params[PAPER_FULL_METHODS] if paper_full else []
     except KeyError as err:
-        raise ValueError(f"{params_file} lacks {err}; it needs methods, starts and seeds") from err
+        raise ValueError(f"{params_file} lacks {err}; it needs methods, starts and seeds"
+                         + (f" (and {PAPER_FULL_METHODS} for the paper_full grid)" if paper_full else "")) from err
     base_only = params.get("base_only_methods") or []
     chains = params.get("chains") or []
     for key, value in (("methods", methods), ("starts", starts), ("seeds", seeds), ("base_only_methods", base_only),
-                       ("chains", chains)):
+                       ("chains", chains), (PAPER_FULL_METHODS, extra)):
         if not isinstance(value, list):  # list("10") would be seeds [1, 0]
             raise ValueError(f"{params_file}: {key} must be a list, e.g. {key}: [...], got {value!r}")
-    for key, values in (("methods", methods), ("starts", starts), ("base_only_methods", base_only)):
+    for key, values in (("methods", methods), ("starts", starts), ("base_only_methods", base_only),
+                        (PAPER_FULL_METHODS, extra)):
         if not all(isinstance(value, str) for value in values):
             raise ValueError(f"{params_file}: {key} must be a list of names, got {values!r}")
     if not _whole_numbers(seeds, 0):
@@ -114,4 +121,7 @@ def load_grid(params_file: Path) -> Grid:
         check_chains(seeds, chains)
     except ValueError as err:
         raise ValueError(f"{params_file}: {err}") from err
-    return Grid(list(methods), list(starts), seeds, str(params.get("profile", "tiny")), list(base_only), chains)
+    overlap = sorted(set(extra) & {*methods, *base_only})
+    if overlap:
+        raise ValueError(f"{params_file}: {PAPER_FULL_METHODS} {overlap} are in the default grid already")
+    return Grid([*methods, *extra], list(starts), seeds, str(params.get("profile", "tiny")), list(base_only), chains)

@@ -8,6 +8,9 @@ Two ways to get them, with the same result (tests/ift/test_losses.py checks them
   backward each chunk's logits are recomputed (:class:`_ChunkedLabelLogps`). This is the memory-efficient path
   (``memory_efficient: true``).
 
+TDPO also needs, at every response position, the KL between the reference's and the policy's whole next-token
+distributions: :func:`label_logps_and_reference_kl` (from full logits).
+
 The conventions are ift.losses': HF-style ``labels`` aligned to ``input_ids`` with ``-100`` on prompt and padding;
 position ``t`` predicts label ``t + 1``, so per-token log-probs are ``[B, L-1]`` with the response mask
 ``labels[:, 1:] != -100``.
@@ -292,3 +295,28 @@ def chunked_greedy_and_label_logps(
     greedy_ids = torch.cat(greedy).view(batch, length)
     token_logps = torch.cat(logps).view(batch, length)[:, :-1]
     return greedy_ids, token_logps.masked_fill(~response_mask, 0.0), response_mask
+
+
+def label_logps_and_reference_kl(
+    logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """TDPO's per-token terms from full logits: ``(token_logps, ref_token_logps, token_kl, response_mask)``, ``[B, L-1]``.
+
+    ``token_logps`` / ``ref_token_logps``: log-prob of the next label under the policy / the reference (as
+    :func:`gather_label_logps`); ``token_kl[b, t] = KL(π_ref(· | x_≤t) ‖ π(· | x_≤t)) = Σ_v p_ref(v) (log p_ref(v) -
+    log p(v))`` over the whole vocabulary. All three are 0 off the response mask. Only response positions go through
+    the log-softmax (``[n, V]`` for n response tokens, in at least float32); ``ref_logits`` is a constant (detached), so
+    gradients reach ``logits`` only, through ``token_logps`` and ``token_kl``.
+    """
+    targets, response_mask = _shifted_targets(labels, ignore_index)
+    policy = at_least_float32(logits[:, :-1][response_mask]).log_softmax(-1)
+    reference = at_least_float32(ref_logits[:, :-1][response_mask].detach()).log_softmax(-1)
+    index = targets[response_mask].unsqueeze(-1)
+    per_row = (policy.gather(-1, index).squeeze(-1), reference.gather(-1, index).squeeze(-1),
+               (reference.exp() * (reference - policy)).sum(-1))
+
+    def scatter(values: torch.Tensor) -> torch.Tensor:
+        return values.new_zeros(response_mask.shape).masked_scatter(response_mask, values)
+
+    token_logps, ref_token_logps, token_kl = (scatter(values) for values in per_row)
+    return token_logps, ref_token_logps, token_kl, response_mask

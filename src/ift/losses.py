@@ -8,6 +8,8 @@ Nothing here knows about models, tokenizers or trainers; log-probs come from ift
 | SFT, sequence mean (the authors') | -mean_i (1/T_i) Σ_t log p(y_it) | SequenceMeanSFTTrainer | :func:`sft_loss` |
 | DPO | -log σ(β[(log π_w - log π_ref,w) - (log π_l - log π_ref,l)]) | TRL's DPOTrainer | :func:`dpo_loss` (tests, Frozen Lake) |
 | ORPO | -mean log p(y_w) / T_w - β log σ(log odds_w - log odds_l) | ResponseNLLORPOTrainer (TRL's, NLL fixed) | :func:`orpo_loss` (tests, Frozen Lake) |
+| SimPO | -log σ(β/T_w log p(y_w) - β/T_l log p(y_l) - γ) | TRL's CPOTrainer (loss_type simpo, cpo_alpha 0) | :func:`simpo_loss` (tests) |
+| TDPO | -log σ(β[(log π_w - log π_ref,w) - (log π_l - log π_ref,l)] - αβ[SeqKL_l - sg(SeqKL_w)]) | TDPOTrainer (TRL's DPOTrainer + this loss) | :func:`tdpo_loss` |
 | IFT | mean_i Σ_t w_it · (-log p(y_it | (1-λ)E(x) + λE(x̃))) | IFTTrainer | :func:`ift_loss` and its parts |
 
 "(tests)": the trainer computes the loss itself; tests/ift/train/test_trainers.py checks TRL's value and gradients
@@ -486,3 +488,66 @@ def orpo_loss(
     log_odds = (chosen - rejected) - (_log1mexp(chosen) - _log1mexp(rejected))
     losses = -chosen_mean_logps - beta * F.logsigmoid(log_odds)
     return losses, log_odds
+
+
+def simpo_loss(
+    chosen_mean_logps: torch.Tensor,
+    rejected_mean_logps: torch.Tensor,
+    beta: float = 2.0,
+    gamma_beta_ratio: float = 0.8,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """SimPO loss per pair from MEAN (length-normalised) response log-probs: ``(losses, chosen_rewards, rejected_rewards)``.
+
+    SimPO (Meng, Xia and Chen, "SimPO: Simple Preference Optimization with a Reference-Free Reward", NeurIPS 2024,
+    arXiv:2405.14734): the reward of an answer is β times its mean token log-prob, and the loss asks the chosen
+    answer's reward to beat the rejected one's by a target margin γ:
+
+        loss = -log σ(β/T_w · Σ_t log π(y_w,t) - β/T_l · Σ_t log π(y_l,t) - γ),   γ = gamma_beta_ratio · β
+
+    No reference model and no NLL term. The IFT paper's setting: β 2.0, γ/β 0.8. Rewards (β · mean log-prob) are
+    detached, for logging. TRL's CPOTrainer with ``loss_type="simpo"``, ``simpo_gamma=γ`` and ``cpo_alpha=0`` is this
+    loss (tests/ift/train/test_trainers.py).
+    """
+    chosen_rewards = beta * at_least_float32(chosen_mean_logps)
+    rejected_rewards = beta * at_least_float32(rejected_mean_logps)
+    losses = -F.logsigmoid(chosen_rewards - rejected_rewards - gamma_beta_ratio * beta)
+    return losses, chosen_rewards.detach(), rejected_rewards.detach()
+
+
+TDPO_VARIANTS = ("tdpo1", "tdpo2")
+
+
+def tdpo_loss(
+    chosen_logratios: torch.Tensor,
+    rejected_logratios: torch.Tensor,
+    chosen_seq_kl: torch.Tensor,
+    rejected_seq_kl: torch.Tensor,
+    beta: float = 0.1,
+    alpha: float = 0.5,
+    variant: str = "tdpo2",
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """TDPO loss per pair: ``(losses, chosen_rewards, rejected_rewards)``.
+
+    TDPO (Zeng et al., "Token-level Direct Preference Optimization", ICML 2024, arXiv:2404.11999) adds to DPO's
+    margin the difference of the two answers' sequential KL divergences from the reference:
+
+        u = (Σ_t log π(y_w,t) - log π_ref(y_w,t)) - (Σ_t log π(y_l,t) - log π_ref(y_l,t))   (``*_logratios``)
+        SeqKL(y) = Σ_t KL(π_ref(· | x, y_<t) ‖ π(· | x, y_<t)), over the vocabulary   (``*_seq_kl``)
+        TDPO1: loss = -log σ(β [u - (SeqKL(y_l) - SeqKL(y_w))])
+        TDPO2: loss = -log σ(β [u - α (SeqKL(y_l) - sg(SeqKL(y_w)))])   (sg: stop-gradient)
+
+    Sums run over each answer's response tokens (per-token values from
+    :func:`ift.logprobs.label_logps_and_reference_kl`, summed by :func:`sequence_logps`). TDPO2 (α 0.5) is the
+    TDPO paper's main method and its code's default when the IFT paper was written; the IFT paper gives β 0.1 only
+    (docs/design.md). Rewards are β (log-ratio + SeqKL), detached, as the TDPO authors log them.
+    """
+    _check_choice("variant", variant, TDPO_VARIANTS)
+    margin = chosen_logratios - rejected_logratios
+    if variant == "tdpo1":
+        logits = margin - (rejected_seq_kl - chosen_seq_kl)
+    else:
+        logits = margin - alpha * (rejected_seq_kl - chosen_seq_kl.detach())
+    losses = -F.logsigmoid(beta * logits)
+    chosen_rewards = beta * (chosen_logratios + chosen_seq_kl).detach()
+    rejected_rewards = beta * (rejected_logratios + rejected_seq_kl).detach()
+    return losses, chosen_rewards, rejected_rewards

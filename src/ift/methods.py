@@ -18,6 +18,7 @@ Adding a method: write its loss (ift.losses), its trainer builder (ift.train.tra
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import import_module
@@ -38,7 +39,7 @@ class Method:
     name: str
     title: str  # the row title in the paper's Tables 2 and 3
     data: str  # "answers" (prompt -> target answer) | "pairs" (prompt, chosen, rejected)
-    tokenised_as: str  # the TRL trainer whose tokenisation cuts its rows: "sft" | "dpo" | "orpo"
+    tokenised_as: str  # the TRL trainer whose tokenisation cuts its rows: "sft" | "dpo" | "orpo" | "cpo"
     trainer: str | None  # "module:function" building its trainer; None for a sequence of other methods (halves)
     check: Callable[[Any, str], None]  # check(method node, where) raises ConfigError naming the key
     logged: Mapping[str, str] = field(default_factory=dict)  # train_metrics.json key -> log history key
@@ -109,6 +110,41 @@ def _check_sft_dpo(node, where: str) -> None:
     _check_preference(node.dpo, f"{where}.dpo")
 
 
+def _number(node, key: str, where: str, minimum: float) -> float:
+    """``node[key]`` as a number >= ``minimum``; a missing, non-numeric or smaller value is a ConfigError naming it."""
+    value = node.get(key)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    require(isinstance(value, int | float | str) and not isinstance(value, bool) and number >= minimum,
+            f"{where}.{key} must be a number >= {minimum}, got {value!r}")
+    return number
+
+
+def _check_known_keys(node, where: str, keys: tuple[str, ...]) -> None:
+    """A misspelt key (``bata: 2``) would silently leave the paper's value in place: refuse it."""
+    unknown = sorted(set(node) - {"name", "peft", *keys})  # peft: ift.train.lora
+    require(not unknown, f"unknown key(s) {', '.join(f'{where}.{key}' for key in unknown)}; "
+                         f"{where} takes {', '.join(keys)}")
+
+
+def _check_simpo(node, where: str) -> None:
+    _check_known_keys(node, where, ("beta", "gamma_beta_ratio"))
+    require(_number(node, "beta", where, 0.0) > 0, f"{where}.beta must be > 0, got {node.get('beta')!r}")
+    _number(node, "gamma_beta_ratio", where, 0.0)
+
+
+def _check_tdpo(node, where: str) -> None:
+    from ift.losses import TDPO_VARIANTS
+
+    _check_known_keys(node, where, ("beta", "variant", "alpha"))
+    require(_number(node, "beta", where, 0.0) > 0, f"{where}.beta must be > 0, got {node.get('beta')!r}")
+    variant = node.get("variant")
+    require(variant in TDPO_VARIANTS, f"{where}.variant={variant!r} is unknown; choose one of {', '.join(TDPO_VARIANTS)}")
+    _number(node, "alpha", where, 0.0)
+
+
 METHODS: dict[str, Method] = {
     method.name: method
     for method in (  # in the paper's row order (Tables 2 and 3)
@@ -116,7 +152,12 @@ METHODS: dict[str, Method] = {
         Method("dpo", "+ DPO", "pairs", "dpo", "ift.train.trainers:dpo_trainer", _check_preference,
                logged={"reward_margins": "rewards/margins", "reward_accuracies": "rewards/accuracies"}),
         Method("sft_dpo", "+ SFT + DPO", "pairs", "dpo", None, _check_sft_dpo, halves=("sft", "dpo")),
+        Method("tdpo", "+ TDPO", "pairs", "dpo", "ift.train.trainers:tdpo_trainer", _check_tdpo,
+               logged={"reward_margins": "rewards/margins", "reward_accuracies": "rewards/accuracies",
+                       "seq_kl_chosen": "tdpo/seq_kl_chosen", "seq_kl_rejected": "tdpo/seq_kl_rejected"}),
         Method("orpo", "+ ORPO", "pairs", "orpo", "ift.train.trainers:orpo_trainer", _check_preference),
+        Method("simpo", "+ SimPO", "pairs", "cpo", "ift.train.trainers:simpo_trainer", _check_simpo,
+               logged={"reward_margins": "rewards/margins", "reward_accuracies": "rewards/accuracies"}),
         Method("ift", "+ IFT", "answers", "sft", "ift.train.trainers:ift_trainer", _check_ift,
                logged={"lambda": "ift/lambda", "pass1_sft_loss": "ift/pass1_sft_loss", "pass2_loss": "ift/pass2_loss"}),
     )

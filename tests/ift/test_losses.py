@@ -18,6 +18,7 @@ from ift.logprobs import (
     chunked_label_logps,
     chunked_label_scores,
     gather_label_logps,
+    label_logps_and_reference_kl,
     mean_logits,
 )
 from ift.losses import (
@@ -38,6 +39,8 @@ from ift.losses import (
     reduce_token_losses,
     sequence_logps,
     sft_loss,
+    simpo_loss,
+    tdpo_loss,
 )
 
 GAMMAS = (0.0, 0.5, 0.95, 1.0)
@@ -642,6 +645,173 @@ def test_orpo_certain_answer_is_finite():
 
 
 # ----------------------------------------------------------------------------------------------------------
+# SimPO and TDPO: by hand, and from logits against per-token loops written from the papers' formulas
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test_simpo_loss_by_hand():
+    beta, ratio = 2.0, 0.8  # the IFT paper's: γ = 1.6
+    chosen, rejected = [-0.5, -2.0], [-1.5, -0.3]
+    losses, chosen_rewards, rejected_rewards = simpo_loss(torch.tensor(chosen), torch.tensor(rejected), beta, ratio)
+    expected = [math.log(1 + math.exp(-(beta * c - beta * r - 1.6))) for c, r in zip(chosen, rejected)]
+    assert losses.tolist() == pytest.approx(expected, rel=1e-6)
+    assert chosen_rewards.tolist() == pytest.approx([-1.0, -4.0]) and rejected_rewards.tolist() == pytest.approx(
+        [-3.0, -0.6])
+    assert not chosen_rewards.requires_grad
+
+
+def test_tdpo_loss_by_hand():
+    logratios_w, logratios_l = torch.tensor([1.0, -0.5]), torch.tensor([-1.0, 0.5])
+    kl_w, kl_l = torch.tensor([0.2, 0.0]), torch.tensor([0.6, 0.3])
+    # pair 0: u = 2, KL_l - KL_w = 0.4; pair 1: u = -1, KL_l - KL_w = 0.3
+    tdpo1, _, _ = tdpo_loss(logratios_w, logratios_l, kl_w, kl_l, beta=0.1, variant="tdpo1")
+    tdpo2, chosen_rewards, rejected_rewards = tdpo_loss(logratios_w, logratios_l, kl_w, kl_l, beta=0.1, alpha=0.5)
+    assert tdpo1.tolist() == pytest.approx([math.log(1 + math.exp(-0.1 * 1.6)), math.log(1 + math.exp(0.1 * 1.3))])
+    assert tdpo2.tolist() == pytest.approx([math.log(1 + math.exp(-0.1 * 1.8)), math.log(1 + math.exp(0.1 * 1.15))])
+    assert chosen_rewards.tolist() == pytest.approx([0.12, -0.05]) and rejected_rewards.tolist() == pytest.approx(
+        [-0.04, 0.08])
+
+
+def pair_problem(seed: int, vocab: int = 7):
+    """Chosen rows then rejected rows ([2B, L]): random policy and reference logits, labels with ragged answers
+    (different prompt lengths, padding, a two-turn answer), as DPOTrainer and CPOTrainer batch them."""
+    generator = torch.Generator().manual_seed(seed)
+    masks = [[0, 0, 1, 1, 1, 0], [0, 1, 1, 1, 1, 1], [0, 0, 0, 1, 0, 0],   # chosen answers
+             [0, 0, 1, 0, 0, 0], [0, 1, 1, 0, 1, 1], [0, 0, 0, 1, 1, 1]]   # rejected answers
+    ids = torch.randint(0, vocab, (len(masks), len(masks[0])), generator=generator)
+    labels = ids.masked_fill(torch.tensor(masks) == 0, -100)
+    logits = torch.randn(*ids.shape, vocab, generator=generator, dtype=torch.float64).requires_grad_(True)
+    ref_logits = torch.randn(*ids.shape, vocab, generator=generator, dtype=torch.float64)
+    return logits, ref_logits, labels
+
+
+def naive_token_terms(logits, ref_logits, labels, row, t):
+    """log π(label), log π_ref(label) and KL(π_ref ‖ π) at position t of one row, one vocabulary entry at a time."""
+    vocab = logits.shape[-1]
+    log_z = torch.log(sum(torch.exp(logits[row, t, v]) for v in range(vocab)))
+    ref_log_z = math.log(sum(math.exp(float(ref_logits[row, t, v])) for v in range(vocab)))
+    kl = 0.0
+    for v in range(vocab):
+        ref_logp = float(ref_logits[row, t, v]) - ref_log_z
+        kl = kl + math.exp(ref_logp) * (ref_logp - (logits[row, t, v] - log_z))
+    label = int(labels[row, t + 1])
+    return logits[row, t, label] - log_z, float(ref_logits[row, t, label]) - ref_log_z, kl
+
+
+def naive_answer_sums(logits, ref_logits, labels, row):
+    """Σ_t log π, Σ_t log π_ref, Σ_t KL and T over one row's answer positions (label t+1 not -100)."""
+    logp, ref_logp, kl, length = 0.0, 0.0, 0.0, 0
+    for t in range(labels.shape[1] - 1):
+        if int(labels[row, t + 1]) != -100:
+            term_logp, term_ref, term_kl = naive_token_terms(logits, ref_logits, labels, row, t)
+            logp, ref_logp, kl, length = logp + term_logp, ref_logp + term_ref, kl + term_kl, length + 1
+    return logp, ref_logp, kl, length
+
+
+def softplus_of_minus(z):
+    """-log σ(z) = log(1 + e^{-z}), written out rather than through F.logsigmoid."""
+    return torch.log1p(torch.exp(-z))
+
+
+def test_label_logps_and_reference_kl_match_a_loop_over_the_vocabulary():
+    logits, ref_logits, labels = pair_problem(seed=1)
+    ref_logits.requires_grad_(True)  # even a reference that carries a graph is used as a constant
+    token_logps, ref_token_logps, token_kl, mask = label_logps_and_reference_kl(logits, ref_logits, labels)
+    assert torch.equal(mask, labels[:, 1:] != -100)
+    for row in range(labels.shape[0]):
+        for t in range(labels.shape[1] - 1):
+            if not mask[row, t]:
+                assert token_logps[row, t] == 0 and ref_token_logps[row, t] == 0 and token_kl[row, t] == 0
+                continue
+            with torch.no_grad():
+                logp, ref_logp, kl = naive_token_terms(logits, ref_logits.detach(), labels, row, t)
+            assert float(token_logps[row, t].detach()) == pytest.approx(float(logp), rel=1e-12)
+            assert float(ref_token_logps[row, t].detach()) == pytest.approx(ref_logp, rel=1e-12)
+            assert float(token_kl[row, t].detach()) == pytest.approx(float(kl), rel=1e-10) and float(kl) > 0
+    same, _, zero_kl, _ = label_logps_and_reference_kl(ref_logits.detach(), ref_logits.detach(), labels)
+    assert zero_kl.abs().max() < 1e-12
+    torch.testing.assert_close(same, gather_label_logps(ref_logits.detach(), labels)[0], rtol=1e-12, atol=1e-12)
+    (token_kl.sum() + ref_token_logps.sum()).backward()
+    assert ref_logits.grad is None and logits.grad.abs().max() > 0  # the reference is a constant
+
+
+def test_simpo_loss_from_logits_matches_the_per_token_loop_value_and_gradient():
+    logits, _, labels = pair_problem(seed=2)
+    beta, gamma = 2.0, 1.6
+    pairs = labels.shape[0] // 2
+    token_logps, mask = gather_label_logps(logits, labels)
+    means = sequence_logps(token_logps, mask, average=True)
+    losses, _, _ = simpo_loss(means[:pairs], means[pairs:], beta=beta, gamma_beta_ratio=gamma / beta)
+    (grad,) = torch.autograd.grad(losses.mean(), logits)
+    naive = 0.0
+    for pair in range(pairs):
+        chosen, _, _, chosen_length = naive_answer_sums(logits, logits.detach(), labels, pair)
+        rejected, _, _, rejected_length = naive_answer_sums(logits, logits.detach(), labels, pairs + pair)
+        naive = naive + softplus_of_minus(beta / chosen_length * chosen - beta / rejected_length * rejected - gamma)
+    naive = naive / pairs
+    (naive_grad,) = torch.autograd.grad(naive, logits)
+    assert float(losses.mean()) == pytest.approx(float(naive), rel=1e-12)
+    torch.testing.assert_close(grad, naive_grad, rtol=1e-10, atol=1e-12)
+
+
+def naive_tdpo(logits, ref_logits, labels, beta, alpha, variant):
+    """TDPO from its definition: u = β (log-ratio_w - log-ratio_l), δ = β (SeqKL_l - SeqKL_w); TDPO1: -log σ(u - δ),
+    TDPO2: -log σ(u - α δ) with the chosen answer's SeqKL a constant (stop-gradient); mean over pairs."""
+    pairs = labels.shape[0] // 2
+    total = 0.0
+    for pair in range(pairs):
+        logp_w, ref_w, kl_w, _ = naive_answer_sums(logits, ref_logits, labels, pair)
+        logp_l, ref_l, kl_l, _ = naive_answer_sums(logits, ref_logits, labels, pairs + pair)
+        u = beta * ((logp_w - ref_w) - (logp_l - ref_l))
+        if variant == "tdpo1":
+            total = total + softplus_of_minus(u - beta * (kl_l - kl_w))
+        else:
+            total = total + softplus_of_minus(u - alpha * beta * (kl_l - kl_w.detach()))
+    return total / pairs
+
+
+@pytest.mark.parametrize("variant", ["tdpo1", "tdpo2"])
+def test_tdpo_loss_from_logits_matches_the_per_token_loop_value_and_gradient(variant):
+    logits, ref_logits, labels = pair_problem(seed=3)
+    beta, alpha = 0.1, 0.5
+    pairs = labels.shape[0] // 2
+    token_logps, ref_token_logps, token_kl, mask = label_logps_and_reference_kl(logits, ref_logits, labels)
+    logratios = sequence_logps(token_logps - ref_token_logps, mask)
+    seq_kl = sequence_logps(token_kl, mask)
+    losses, _, _ = tdpo_loss(logratios[:pairs], logratios[pairs:], seq_kl[:pairs], seq_kl[pairs:], beta=beta,
+                             alpha=alpha, variant=variant)
+    (grad,) = torch.autograd.grad(losses.mean(), logits, retain_graph=True)
+    naive = naive_tdpo(logits, ref_logits, labels, beta, alpha, variant)
+    (naive_grad,) = torch.autograd.grad(naive, logits)
+    assert float(losses.mean()) == pytest.approx(float(naive), rel=1e-12)
+    torch.testing.assert_close(grad, naive_grad, rtol=1e-10, atol=1e-12)
+    # the sequential-KL term moves the gradient: it is not DPO's
+    policy, reference = sequence_logps(token_logps, mask), sequence_logps(ref_token_logps, mask)
+    dpo, _, _ = dpo_loss(policy[:pairs], policy[pairs:], reference[:pairs], reference[pairs:], beta=beta)
+    (dpo_grad,) = torch.autograd.grad(dpo.mean(), logits)
+    assert (grad - dpo_grad).abs().max() > 1e-4
+
+
+def test_tdpo2_stops_the_gradient_of_the_chosen_answers_kl_only():
+    """TDPO2's gradient is the loop's with sg(SeqKL_w), and differs from the loop's with the gradient kept."""
+    logits, ref_logits, labels = pair_problem(seed=4)
+    pairs = labels.shape[0] // 2
+    token_logps, ref_token_logps, token_kl, mask = label_logps_and_reference_kl(logits, ref_logits, labels)
+    logratios, seq_kl = sequence_logps(token_logps - ref_token_logps, mask), sequence_logps(token_kl, mask)
+    losses, _, _ = tdpo_loss(logratios[:pairs], logratios[pairs:], seq_kl[:pairs], seq_kl[pairs:], alpha=0.5)
+    (grad,) = torch.autograd.grad(losses.mean(), logits)
+    beta, alpha = 0.1, 0.5
+    kept = 0.0
+    for pair in range(pairs):
+        logp_w, ref_w, kl_w, _ = naive_answer_sums(logits, ref_logits, labels, pair)
+        logp_l, ref_l, kl_l, _ = naive_answer_sums(logits, ref_logits, labels, pairs + pair)
+        kept = kept + softplus_of_minus(beta * ((logp_w - ref_w) - (logp_l - ref_l)) - alpha * beta * (kl_l - kl_w))
+    (kept_grad,) = torch.autograd.grad(kept / pairs, logits)
+    assert (grad - kept_grad)[:pairs].abs().max() > 1e-6  # the chosen rows' KL gradient is stopped
+    torch.testing.assert_close(grad[pairs:], kept_grad[pairs:], rtol=1e-10, atol=1e-12)  # the rejected rows' is not
+
+
+# ----------------------------------------------------------------------------------------------------------
 # Bad options
 # ----------------------------------------------------------------------------------------------------------
 
@@ -682,5 +852,7 @@ def test_other_bad_options_raise():
         chunked_label_logps(hidden, weight, labels, chunk_size=0)
     with pytest.raises(ValueError, match="chunk_size"):
         chunked_argmax(hidden, weight, chunk_size=0)
+    with pytest.raises(ValueError, match="variant"):
+        tdpo_loss(*torch.zeros(4, 1), variant="tdpo3")
     with pytest.raises(ValueError, match="hidden_states"):
         chunked_argmax(hidden[0], weight)

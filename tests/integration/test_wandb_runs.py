@@ -152,7 +152,7 @@ def test_the_wandb_folder_is_the_one_wandb_sync_reads_at_the_repo_root(tmp_path,
 
 
 def test_only_the_orpo_token_count_warning_is_filtered():
-    from ift.train.trainers import _quiet_orpo_token_count
+    from ift.train.trainers import _quiet_untrackable_token_count
 
     trainer_logger = logging.getLogger("transformers.trainer")
     seen: list[str] = []
@@ -164,8 +164,8 @@ def test_only_the_orpo_token_count_warning_is_filtered():
     handler = Keep()
     trainer_logger.addHandler(handler)
     try:
-        _quiet_orpo_token_count()
-        _quiet_orpo_token_count()  # once
+        _quiet_untrackable_token_count()
+        _quiet_untrackable_token_count()  # once
         trainer_logger.warning("Tried to track the number of tokens seen, however the current model is not "
                                "configured properly to know what item is the input.")
         trainer_logger.warning("Something else went wrong")

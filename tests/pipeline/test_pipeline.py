@@ -46,6 +46,7 @@ def test_editing_the_ift_config_reruns_exactly_the_ift_cells_their_evals_and_the
     expected = ({f"train@{cell}" for cell in cells} | {f"eval@{cell}" for cell in cells} | {"report"}
                 | {f"train_chain@{cell}" for cell in chain_cells} | {f"eval_chain@{cell}" for cell in chain_cells}
                 | {"selection/dvc.yaml:selection"}  # the optional checkpoint selection reads every run
+                | {"paper_full/dvc.yaml:report"}  # the optional paper_full report reads the default grid's evaluations
                 | {"real/dvc.yaml:real_train@ift", "real/dvc.yaml:real_train_lora", "real/dvc.yaml:real_eval"})  # profile=real
     assert rerun_by_edit(repo, "conf/method/ift.yaml") == expected
 
@@ -59,8 +60,8 @@ def test_editing_the_finetune_recipe_reruns_the_grid_but_not_the_start_points(re
         for dep in stage.deps
         if dep.def_path == "conf/trainer/tiny.yaml" and "finetune" in (getattr(dep, "params", None) or [])
     }
-    assert hit_finetune_only and all(name.startswith(("train@", "train_base_only@", "train_chain@",
-                                                      "train_base_only_chain@")) for name in hit_finetune_only)
+    assert hit_finetune_only and all(name.removeprefix("paper_full/dvc.yaml:").startswith((
+        "train@", "train_base_only@", "train_chain@", "train_base_only_chain@")) for name in hit_finetune_only)
     assert "world" not in hit and "frozen_lake" not in hit
 
 
@@ -148,7 +149,7 @@ def test_base_only_methods_get_a_cell_per_seed_from_base_only(repo, grid):
     assert {dep.def_path for dep in train.deps} >= {"outputs/models/base", "conf/method/dpo.yaml"}
     assert "method=dpo start=base seed=0" in train.cmd
     report = next(s for s in repo.index.stages if s.addressing == "report")
-    assert {"outputs/evals", "report/frozen_lake.json", "benchmarks/bench_small.json"} <= {d.def_path for d in report.deps}
+    assert {"outputs/evals", "report/frozen_lake_study.json", "benchmarks/bench_small.json"} <= {d.def_path for d in report.deps}
 
 
 def test_the_checkpoint_selection_is_not_part_of_the_default_pipeline(repo):
@@ -173,3 +174,33 @@ def test_the_real_model_pipeline_is_opt_in(repo):
     assert all(o.startswith("outputs/real/") or o == "outputs/models/smollm2" for o in outs)
     assert not any(d.def_path in outs for s in repo.index.stages if s not in real for d in s.deps)
     assert all("profile=real" in s.cmd for s in real if "ift.train" in s.cmd or "ift.evaluate" in s.cmd)
+
+
+def test_the_paper_full_grid_is_opt_in_and_trains_its_methods_as_the_default_grid_trains_its_own(repo):
+    """paper_full/dvc.yaml (params.yaml paper_full_methods) is not part of `dvc repro`: its cells have the default
+    grid's seeds, chains, command and recipe, but write under outputs/paper_full/, which no default stage reads, so
+    running it changes nothing the default pipeline tracks; its report goes to report/paper_full/."""
+    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    full, seeds, chains, starts = params["paper_full_methods"], params["seeds"], params["chains"], params["starts"]
+    assert full == ["tdpo", "simpo"] and not set(full) & {*params["methods"], *params["base_only_methods"]}
+    root = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
+    assert "paper_full_methods" not in (REPO_ROOT / "dvc.yaml").read_text()
+    stages = {s.addressing.split(":")[1]: s for s in repo.index.stages if s.addressing.startswith("paper_full/")}
+    expected = {f"{kind}@{m}-{start}-{seed}" for kind in ("train", "eval") for m in full for start in starts
+                for seed in seeds}
+    expected |= {f"{kind}_chain@{m}-{start}-{c}" for kind in ("train", "eval") for m in full for start in starts
+                 for c in chains}
+    assert set(stages) == expected | {"report"}
+    default = next(s for s in repo.index.stages if s.addressing == "train@ift-base-0")
+    cell = stages["train@tdpo-base-0"]
+    assert cell.cmd == default.cmd.replace("method=ift", "method=tdpo") + " paths.runs=outputs/paper_full/runs"
+    assert {d.def_path for d in cell.deps} == {d.def_path.replace("ift.yaml", "tdpo.yaml") for d in default.deps}
+    assert "+chain=1" in stages["train_chain@simpo-sft_beta-1"].cmd
+    outs = {o.def_path for s in stages.values() for o in s.outs}
+    assert all(o.startswith("outputs/paper_full/") for o in outs - {"report/paper_full"})
+    others = [s for s in repo.index.stages if not s.addressing.startswith("paper_full/")]
+    assert not any(d.def_path.startswith(("outputs/paper_full", "report/paper_full")) for s in others for d in s.deps)
+    assert not any(name.startswith("paper_full") for name in root)
+    report = stages["report"]
+    assert "paper_full=true" in report.cmd and "paths.report=report/paper_full" in report.cmd
+    assert {"outputs/evals", "outputs/paper_full/evals", "report/frozen_lake_study.json"} <= {d.def_path for d in report.deps}

@@ -12,7 +12,8 @@ data report would show:
 - ``DPOTrainer`` drops the row likewise ("Dropping fully truncated examples");
 - ``ORPOTrainer`` (``trl.experimental``) never cuts the prompt, only the answers (to ``max_length`` minus
   the prompt, here to nothing): a 100k-character prompt becomes a ~100k-token sequence whose forward pass
-  asks for tens of GB, and an empty answer has a NaN mean log-prob.
+  asks for tens of GB, and an empty answer has a NaN mean log-prob. ``CPOTrainer`` (simpo) has the same
+  ``tokenize_row``, so it cuts rows exactly as ORPO does.
 
 The declared treatment, for every trainer alike: such a row is skipped before training and counted as
 ``prompt_fills_max_length``. The prompt is never truncated (cutting its start would train an answer on a
@@ -33,7 +34,8 @@ from ift.data.row_checks import Defect
 PROMPT_FILLS_MAX_LENGTH = "prompt_fills_max_length"
 FIT_REASONS = (PROMPT_FILLS_MAX_LENGTH,)
 
-SFT, DPO, ORPO = "sft", "dpo", "orpo"  # the three ways TRL tokenises and cuts a row (ift.methods: tokenised_as)
+SFT, DPO, ORPO, CPO = "sft", "dpo", "orpo", "cpo"  # the TRL trainers whose tokenisation cuts a row (ift.methods:
+                                                   # tokenised_as); CPO's is ORPO's (the same tokenize_row)
 
 
 def common_prefix_length(ids: Sequence[int], other_ids: Sequence[int]) -> int:
@@ -99,6 +101,7 @@ FIRST_ANSWER_TOKEN = {
     SFT: _sft_first_answer_token,
     DPO: _dpo_first_answer_token,
     ORPO: _orpo_first_answer_token,
+    CPO: _orpo_first_answer_token,
 }
 
 
@@ -109,7 +112,7 @@ def _check_trainer(trainer: str) -> None:
 
 def first_answer_token(tokenizer: Any, row: Mapping[str, Any], trainer: str) -> int | None:
     """Position of the first trained answer token in ``trainer``'s uncut sequence of a TRL-format row
-    (prompt/completion for sft, prompt/chosen/rejected for dpo and orpo); None if it has no answer token."""
+    (prompt/completion for sft, prompt/chosen/rejected for dpo, orpo and cpo); None if it has no answer token."""
     _check_trainer(trainer)
     return FIRST_ANSWER_TOKEN[trainer](tokenizer, row)
 

@@ -162,7 +162,7 @@ class TrainingData:
     """A run's training set in TRL conversational format, with what went into it and what was dropped.
 
     ``dataset`` has columns ``prompt_id, prompt, completion`` (sft/ift) or ``prompt_id, prompt, chosen,
-    rejected`` (dpo/orpo). ``part_sizes`` and ``reports`` are keyed by part (``chat``, ``chosen``, ``pairs``).
+    rejected`` (the preference methods). ``part_sizes`` and ``reports`` are keyed by part (``chat``, ``chosen``, ``pairs``).
     """
 
     method: str

@@ -13,7 +13,9 @@ from ift.report.tables import (
     ALPACA_COLUMNS,
     ALPACA_COLUMNS_PAPER,
     LEADERBOARD_COLUMNS,
+    Roots,
     collect,
+    describe_roots,
     table_rows,
     to_csv,
     to_latex,
@@ -59,27 +61,28 @@ def spread_note(seeds: Sequence[int], chains: Sequence[int], profile: str) -> st
     return f"mean ± std over fine-tuning seeds {list(seeds)} (sample std; {starts}); profile={profile}"
 
 
-def build_report(*, evals_dir: Path, runs_dir: Path, out_dir: Path, methods: Sequence[str],
+def build_report(*, evals_dir: Roots, runs_dir: Roots, out_dir: Path, methods: Sequence[str],
                  starts: Sequence[str], seeds: Sequence[int], profile: str, require_complete: bool,
                  published_file: Path | None = None, base_only: Sequence[str] = (),
                  compare_file: Path | None = None, bench_file: Path | None = None,
                  chains: Sequence[int] = (), baseline_claims: Path | None = None,
-                 frozen_lake_file: Path | None = None) -> dict:
+                 frozen_lake_study_file: Path | None = None) -> dict:
     """Write every report file; returns {"rows2", "rows3", "alpaca_columns", "missing", "files"}.
 
-    ``base_only``: methods trained from base only (params.yaml base_only_methods). ``chains``: the whole-chain
-    replicates besides chain 0 (params.yaml chains): the tables average over them, and variance.* splits each
+    ``evals_dir`` / ``runs_dir``: a directory, or several searched in order for each cell (the paper_full grid's
+    cells are apart from the default grid's). ``base_only``: methods trained from base only (params.yaml
+    base_only_methods). ``chains``: the whole-chain replicates besides chain 0 (params.yaml chains): the tables
+    average over them, and variance.* splits each
     cell's spread into start-point and fine-tuning parts. ``published_file`` (the paper
     profile's default): print the paper's published numbers under our rows. ``compare_file`` (every profile): the
     paper's numbers for paper_deltas.* (each method's change from its start point, ours beside the paper's) and
-    claims.* (the paper's claims tested on our grid, with Frozen Lake's runs from ``frozen_lake_file`` (default
-    ``out_dir/frozen_lake.json``) and
-    the cost claim from ``bench_file``, an ift.bench results file).
+    claims.* (the paper's claims tested on our grid, the Frozen Lake ones on the study in ``frozen_lake_study_file``
+    (default ``out_dir/frozen_lake_study.json``), the cost claim on ``bench_file``, an ift.bench results file).
     """
     cells, finetune_cells, missing = collect(evals_dir, methods, starts, seeds, base_only, chains)
     if missing and require_complete:
         shown = ", ".join(missing[:8]) + (f" ... ({len(missing)} in all)" if len(missing) > 8 else "")
-        raise IncompleteResults(f"missing evaluations under {evals_dir}: {shown}")
+        raise IncompleteResults(f"missing evaluations under {describe_roots(evals_dir)}: {shown}")
     published, published_note = {}, ""
     if published_file is not None:
         source, published = load_published(Path(published_file))
@@ -106,7 +109,7 @@ def build_report(*, evals_dir: Path, runs_dir: Path, out_dir: Path, methods: Seq
         files.update(_write_comparison(cells, Path(compare_file), out_dir, methods=methods, starts=starts,
                                        base_only=base_only, profile=profile, seeds_note=seeds_note,
                                        bench_file=bench_file, chains=chains, baseline_claims=baseline_claims,
-                                       frozen_lake_file=frozen_lake_file))
+                                       frozen_lake_study_file=frozen_lake_study_file))
     if chains:
         from ift.report import variance
 
@@ -124,7 +127,8 @@ def build_report(*, evals_dir: Path, runs_dir: Path, out_dir: Path, methods: Seq
 
 def _write_comparison(cells, compare_file: Path, out_dir: Path, *, methods, starts, base_only, profile: str,
                       seeds_note: str, bench_file: Path | None, chains: Sequence[int] = (),
-                      baseline_claims: Path | None = None, frozen_lake_file: Path | None = None) -> dict[str, Path]:
+                      baseline_claims: Path | None = None,
+                      frozen_lake_study_file: Path | None = None) -> dict[str, Path]:
     """paper_deltas.{md,csv} and claims.{md,csv,json}: our grid held against the paper's published numbers."""
     from ift.report import claims, deltas
 
@@ -135,12 +139,15 @@ def _write_comparison(cells, compare_file: Path, out_dir: Path, *, methods, star
     citation = "Hua et al., ACL 2025, arXiv:2405.11870v3, Tables 2-3"
     files = deltas.write_deltas(cells, published, methods=methods, starts=starts, base_only=base_only,
                                 profile=profile, seeds_note=seeds_note, citation=citation, out_dir=out_dir)
-    lake_file = Path(frozen_lake_file) if frozen_lake_file is not None else out_dir / "frozen_lake.json"
-    lake = json.loads(lake_file.read_text()) if lake_file.exists() else None
+    study_file = (Path(frozen_lake_study_file) if frozen_lake_study_file is not None
+                  else out_dir / "frozen_lake_study.json")
+    study = json.loads(study_file.read_text()) if study_file.exists() else None
+    if study is None:
+        print(f"[report] WARNING: {study_file} is missing: the Frozen Lake claims are 'not available'")
     bench = claims.bench_ratios(bench_file) if bench_file is not None else {}
-    ours = claims.grid_lookup(cells, lake, bench, lc_column="lc_win_rate" if profile == "paper"
-                              else "lc_win_rate_minimal")
-    rows = claims.claims_rows(ours, claims.published_lookup(published))
+    ours = claims.grid_lookup(cells, bench, lc_column="lc_win_rate" if profile == "paper" else "lc_win_rate_minimal")
+    rows = claims.claims_rows(ours, claims.published_lookup(published), claims.statements_for([*methods, *base_only]),
+                              frozen_lake_study=study)
     if chains:
         note = (f"whole-chain replicates (chains {[0, *chains]}): base, sft_beta and every cell retrained per "
                 "replicate, paired by chain")

@@ -11,9 +11,13 @@ number per cell (the paper's published tables, or a single benchmark run) there 
 the estimate's sign. The same code reads the paper's published numbers, so each statement also gets the paper's own value:
 ``tests/ift/report/test_claims.py`` checks that the paper's numbers support every claim the paper makes.
 
-Sources of terms: ``(start, method)`` cells of Table 2 / Table 3 (the report's own column keys); ``("frozen_lake",
-method)`` with column ``policy_mse`` (report/frozen_lake.json, per seed); ``("bench", method)`` with columns
-``time_ratio`` / ``peak_ratio`` (step time and peak memory over SFT's, from an ``ift.bench`` results file).
+Sources of terms: ``(start, method)`` cells of Table 2 / Table 3 (the report's own column keys); ``("bench", method)``
+with columns ``time_ratio`` / ``peak_ratio`` (step time and peak memory over SFT's, from an ``ift.bench`` results file).
+
+The Frozen Lake claims (FL1-FL4) are :class:`ShareStatement` rows instead: the paper reports one ordering from one
+unstated setting, so each is held against the pre-declared study (report/frozen_lake_study.json), which judges the
+claim in every setting of its grid. Verdict: *supported* when the claim holds (interval over seeds above 0) in more
+than half of the settings, *contradicted* when the opposite holds in more than half, else *inconclusive*.
 """
 
 from __future__ import annotations
@@ -65,12 +69,29 @@ class Statement:
         return f"{side(self.lhs, self.lhs_combine)} − {side(self.rhs, self.rhs_combine)} > 0"
 
 
+@dataclass(frozen=True)
+class ShareStatement:
+    """A Frozen Lake claim judged over the settings of the study: ``ordering`` is one of its claims ("DPO < IFT": DPO
+    ends with the lower policy MSE) and ``subset`` one of its subsets of settings (report/frozen_lake_study.json).
+
+    Its estimate is share(holds) − share(opposite), so, as for :class:`Statement`, > 0 leans towards the paper."""
+
+    claim: str
+    paper_claim: str
+    ordering: str
+    subset: str = "all settings"
+    note: str = ""
+
+    def text(self) -> str:
+        return f"share(holds) − share(opposite) over the study's settings ({self.subset}): policy MSE {self.ordering}"
+
+
 def _t(*terms) -> tuple[Term, ...]:
     return tuple(Term(start, method, tuple(columns) if not isinstance(columns, str) else (columns,))
                  for start, method, columns in terms)
 
 
-def paper_statements() -> list[Statement]:
+def paper_statements() -> list[Statement | ShareStatement]:
     """The paper's claims 1-6 and its Frozen Lake ordering, written about our grid."""
     avg = "avg"
     base_rivals = ("sft", "dpo", "orpo")          # the paper's base-model rows among our methods
@@ -101,17 +122,37 @@ def paper_statements() -> list[Statement]:
         Statement("6b", "IFT needs less peak memory than DPO and ORPO",
                   _t(("bench", "dpo", "peak_ratio"), ("bench", "orpo", "peak_ratio")),
                   _t(("bench", "ift", "peak_ratio")), note="ift.bench, `small` shape: peak memory / SFT's"),
-        Statement("FL1", "Frozen Lake: DPO ends closer to π* than IFT (policy MSE)",
-                  _t(("frozen_lake", "ift", "policy_mse")), _t(("frozen_lake", "dpo", "policy_mse"))),
-        Statement("FL2", "Frozen Lake: IFT ends closer to π* than ORPO",
-                  _t(("frozen_lake", "orpo", "policy_mse")), _t(("frozen_lake", "ift", "policy_mse"))),
-        Statement("FL3", "Frozen Lake: ORPO ends closer to π* than SFT",
-                  _t(("frozen_lake", "sft", "policy_mse")), _t(("frozen_lake", "orpo", "policy_mse"))),
+        # The paper's Figure 3 ordering, DPO < IFT < ORPO < SFT in policy MSE, and its "IFT much closer than SFT".
+        ShareStatement("FL1", "Frozen Lake: DPO ends closer to π* than IFT (policy MSE)", "DPO < IFT"),
+        ShareStatement("FL2", "Frozen Lake: IFT ends closer to π* than ORPO", "IFT < ORPO"),
+        ShareStatement("FL3", "Frozen Lake: ORPO ends closer to π* than SFT", "ORPO < SFT"),
+        ShareStatement("FL4", "Frozen Lake: IFT ends much closer to π* than SFT", "IFT < SFT"),
     ]
     return statements
 
 
-SOURCES = {"frozen_lake": ("policy_mse", "path_mse", "param_mse"), "bench": ("time_ratio", "peak_ratio")}
+def baseline_statements() -> list[Statement]:
+    """The paper's statements about its other baselines, TDPO and SimPO (cells of the opt-in paper_full grid)."""
+    avg = "avg"
+    return [
+        Statement("7a", "DPO, SimPO and TDPO tend to fail when aligned directly from the base model: each ends below "
+                        "SFT on Avg", _t(("base", "sft", avg)), _t(*(("base", m, avg) for m in ("dpo", "simpo", "tdpo")))),
+        Statement("7b", "From the base model, IFT's Avg is above SimPO's and TDPO's",
+                  _t(("base", "ift", avg)), _t(("base", "simpo", avg), ("base", "tdpo", avg))),
+        Statement("7c", "In the sequential recipe (from sft_beta), SFT+IFT's Avg is above SFT+SimPO's and SFT+TDPO's",
+                  _t(("sft_beta", "ift", avg)), _t(("sft_beta", "simpo", avg), ("sft_beta", "tdpo", avg))),
+    ]
+
+
+def statements_for(methods: Sequence[str]) -> list[Statement | ShareStatement]:
+    """The claims a grid training ``methods`` is held to: :func:`paper_statements`, plus each of
+    :func:`baseline_statements` whose methods the grid trains (so the default grid's claims table is unchanged)."""
+    extra = [statement for statement in baseline_statements()
+             if all(term.method in methods for term in (*statement.lhs, *statement.rhs))]
+    return paper_statements() + extra
+
+
+SOURCES = {"bench": ("time_ratio", "peak_ratio")}
 
 
 def validate(statement: Statement) -> None:
@@ -207,19 +248,13 @@ def evaluate(statement: Statement, lookup: Lookup) -> dict:
 
 
 # ---- sources -----------------------------------------------------------------------------------------------------
-def grid_lookup(cells: Mapping, frozen_lake: Mapping | None = None, bench: Mapping | None = None,
-                lc_column: str = "lc_win_rate") -> Lookup:
-    """Our results: report cells ((start, method) -> Cell with by_seed), Frozen Lake runs, bench ratios.
+def grid_lookup(cells: Mapping, bench: Mapping | None = None, lc_column: str = "lc_win_rate") -> Lookup:
+    """Our results: report cells ((start, method) -> Cell with by_seed) and bench ratios.
 
     ``lc_column``: which of our columns stands for the paper's AlpacaEval 2 LC win rate (the tiny profile has only
     the minimal-GLM one)."""
 
     def lookup(term: Term):
-        if term.start == "frozen_lake":
-            if frozen_lake is None:
-                return None
-            runs = [r for r in frozen_lake.get("runs", []) if r.get("method") == term.method]
-            return {int(r["seed"]): float(r[term.columns[0]]) for r in runs if term.columns[0] in r} or None
         if term.start == "bench":
             value = (bench or {}).get(term.method, {}).get(term.columns[0])
             return None if value is None else {None: float(value)}
@@ -240,8 +275,8 @@ def grid_lookup(cells: Mapping, frozen_lake: Mapping | None = None, bench: Mappi
 def published_lookup(published: Mapping[str, Mapping]) -> Lookup:
     """The paper's published tables (ift.report.published): one number per cell."""
     def lookup(term: Term):
-        if term.start in ("frozen_lake", "bench"):
-            return None  # the paper gives an ordering (Figure 3) and a cost statement, no numbers
+        if term.start == "bench":
+            return None  # the paper gives a cost statement, no numbers
         for table in ("table2", "table3"):
             row = published.get(table, {}).get((term.start, term.method))
             if row and all(c in row for c in term.columns):
@@ -272,18 +307,53 @@ def bench_ratios(results_file: Path, shape: str = "small") -> dict[str, dict[str
 
 
 # ---- the table -----------------------------------------------------------------------------------------------------
-def claims_rows(ours: Lookup, paper: Lookup, statements: Sequence[Statement] | None = None) -> list[dict]:
+def evaluate_share(statement: ShareStatement, study: Mapping | None) -> dict:
+    """{estimate, n, shares, verdict} of one Frozen Lake claim over the study's settings (majority rule)."""
+    subsets = (study or {}).get("claims")
+    if not isinstance(subsets, Mapping):
+        return {"estimate": None, "low": None, "high": None, "n": 0, "verdict": "not available",
+                "why": f"claim {statement.claim}: no Frozen Lake study results (report/frozen_lake_study.json)"}
+    if statement.subset not in subsets:
+        raise ClaimDataError(f"claim {statement.claim}: the Frozen Lake study has no subset {statement.subset!r}; "
+                             f"known: {sorted(subsets)}")
+    found = [row for row in subsets[statement.subset] if row.get("claim") == statement.ordering]
+    if len(found) != 1:
+        raise ClaimDataError(f"claim {statement.claim}: the Frozen Lake study has no claim {statement.ordering!r} "
+                             f"in {statement.subset!r}; known: {sorted(row.get('claim') for row in subsets[statement.subset])}")
+    row = found[0]
+    shares = {key: float(row[f"{key}_share"]) for key in ("holds", "opposite", "inconclusive")}
+    decided = ("supported" if shares["holds"] > 0.5 else "contradicted" if shares["opposite"] > 0.5
+               else "inconclusive")
+    return {"estimate": shares["holds"] - shares["opposite"], "low": None, "high": None, "n": int(row["settings"]),
+            "verdict": decided, "shares": shares}
+
+
+NO_PUBLISHED_NUMBER = {"estimate": None, "low": None, "high": None, "n": 0, "verdict": "not available",
+                       "why": "the paper gives its Frozen Lake ordering as a figure (Figure 3), no numbers"}
+
+
+def claims_rows(ours: Lookup, paper: Lookup, statements: Sequence[Statement | ShareStatement] | None = None,
+                frozen_lake_study: Mapping | None = None) -> list[dict]:
+    """One row per statement: ours (the grid, or for a ShareStatement the Frozen Lake study) and the paper's."""
     rows = []
     for statement in statements or paper_statements():
-        validate(statement)
+        if isinstance(statement, ShareStatement):
+            ours_entry, paper_entry = evaluate_share(statement, frozen_lake_study), dict(NO_PUBLISHED_NUMBER)
+        else:
+            validate(statement)
+            ours_entry, paper_entry = evaluate(statement, ours), evaluate(statement, paper)
         rows.append({"claim": statement.claim, "paper_claim": statement.paper_claim, "statement": statement.text(),
-                     "note": statement.note, "ours": evaluate(statement, ours), "paper": evaluate(statement, paper)})
+                     "note": statement.note, "ours": ours_entry, "paper": paper_entry})
     return rows
 
 
 def _interval(entry: Mapping) -> str:
     if entry["estimate"] is None:
         return "–"
+    if "shares" in entry:
+        shares = entry["shares"]
+        return (f"{entry['estimate']:+.2f}: holds {shares['holds']:.0%}, opposite {shares['opposite']:.0%}, "
+                f"inconclusive {shares['inconclusive']:.0%} of {entry['n']} settings")
     if entry["low"] is None:
         return f"{entry['estimate']:+.2f}"
     return f"{entry['estimate']:+.2f} [{entry['low']:+.2f}, {entry['high']:+.2f}] (n={entry['n']})"
@@ -296,6 +366,11 @@ def claims_markdown(rows: Sequence[dict], interval_note: str) -> str:
         "replicates "
         f"({interval_note}); verdict: supported (interval above 0) / contradicted (below) / inconclusive "
         "(contains 0). Paper: the same statistic on its published numbers (one number per cell, so no interval).",
+        "",
+        "Frozen Lake rows (FL): judged in every setting of the pre-declared study (frozen_lake_study.md; a setting's "
+        "verdict needs its 90% interval over seeds to exclude 0); ours: share where the claim holds − share where the "
+        "opposite holds; verdict: supported / contradicted when more than half of the settings say so, else "
+        "inconclusive.",
         "",
         "| # | the paper's claim | statement | ours | verdict | paper | paper's verdict |",
         "|---|---|---|---|---|---|---|",

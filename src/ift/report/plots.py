@@ -10,7 +10,10 @@ from pathlib import Path
 
 from ift.grid import eval_name, methods_at
 from ift.io import write_png_atomic
-from ift.report.tables import LEADERBOARD_COLUMNS, METHOD_TITLES, START_TITLES
+from ift.report.tables import LEADERBOARD_COLUMNS, START_TITLES, Roots, describe_roots, locate
+
+# Each method's line colour, fixed here so that a method added to the registry recolours no existing plot.
+COLOURS = {"sft": "C0", "dpo": "C1", "sft_dpo": "C2", "orpo": "C3", "ift": "C4", "tdpo": "C5", "simpo": "C6"}
 
 
 def _pyplot():
@@ -53,24 +56,24 @@ def run_names(methods: Sequence[str], starts: Sequence[str], seeds: Sequence[int
             for chain, seed in [*((0, seed) for seed in seeds), *((chain, chain) for chain in chains)]]
 
 
-def _histories(runs_dir: Path, names: Sequence[str]) -> dict[str, list[dict]]:
+def _histories(runs_dir: Roots, names: Sequence[str]) -> dict[str, list[dict]]:
     """train_metrics.json of the named run dirs (the grid's cells), keyed by run name; a missing one is named in a
     warning. Nothing else under ``runs_dir`` is read: not a run outside the grid, not a killed save's
     ``.<name>.*.tmp`` directory."""
     histories, missing = {}, []
     for name in sorted(names):  # sorted, as the glob was: same line order and colours
-        metrics_file = runs_dir / name / "train_metrics.json"
+        metrics_file = locate(runs_dir, name) / "train_metrics.json"
         if metrics_file.is_file():
             histories[name] = json.loads(metrics_file.read_text())
         else:
             missing.append(name)
     if missing:
         print(f"[report] WARNING: {len(missing)} of the grid's {len(names)} runs have no train_metrics.json under "
-              f"{runs_dir} and are left out of the plots: {', '.join(missing)}")
+              f"{describe_roots(runs_dir)} and are left out of the plots: {', '.join(missing)}")
     return histories
 
 
-def training_curves(runs_dir: Path, path: Path, names: Sequence[str]) -> Path:
+def training_curves(runs_dir: Roots, path: Path, names: Sequence[str]) -> Path:
     """Training loss per step, one line per run in ``names``, one panel per start point (colour = method)."""
     plt = _pyplot()
     histories = _histories(runs_dir, names)
@@ -80,13 +83,12 @@ def training_curves(runs_dir: Path, path: Path, names: Sequence[str]) -> Path:
         by_start[start].append((name, metrics))
     starts = sorted(by_start) or ["base"]
     figure, axes = plt.subplots(1, len(starts), figsize=(6 * len(starts), 3.8), squeeze=False)
-    colours = {method: f"C{i}" for i, method in enumerate(METHOD_TITLES)}
     for ax, start in zip(axes[0], starts):
         for name, metrics in by_start[start]:
             method = name.split("-")[0]
             steps = [entry["step"] for entry in metrics["log_history"]]
             losses = [entry["loss"] for entry in metrics["log_history"]]
-            ax.plot(steps, losses, color=colours.get(method, "k"), alpha=0.7, label=method)
+            ax.plot(steps, losses, color=COLOURS.get(method, "k"), alpha=0.7, label=method)
         handles, labels = ax.get_legend_handles_labels()
         unique = dict(zip(labels, handles))
         ax.legend(unique.values(), unique.keys(), fontsize=8)
@@ -97,7 +99,7 @@ def training_curves(runs_dir: Path, path: Path, names: Sequence[str]) -> Path:
     return write_png_atomic(figure, path)
 
 
-def ift_dynamics(runs_dir: Path, path: Path, names: Sequence[str]) -> Path:
+def ift_dynamics(runs_dir: Roots, path: Path, names: Sequence[str]) -> Path:
     """IFT runs among ``names``: λ per step, and the pass-1 SFT loss (true inputs) against the pass-2 loss (mixed
     inputs)."""
     plt = _pyplot()

@@ -2,8 +2,10 @@
 
 The file (``paper_published.yaml`` next to this module by default; ``published_file`` in conf/report.yaml) cites
 its source and lists rows ``{start, method, <column>: value}`` in the report's own column keys. Every value is
-checked here (known start, method and column; a percentage in [0, 100]; no row twice) so a typo in the data stops
-the report with the file, table and row named, instead of printing a wrong number beside ours.
+checked here (known start, method and column; a percentage in [0, 100]; no row twice; an Avg that its five columns
+reproduce) so a typo in the data stops the report with the file, table and row named, instead of printing a wrong
+number beside ours. A row whose printed Avg the paper's own columns do not reproduce says so with
+``avg_as_printed: true`` (kept as printed; the flag is refused where the Avg does agree).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ TABLE_COLUMNS = {
     "table3": {"win_rate", "lc_win_rate", "ae1_win_rate", "ae1_lc_win_rate"},
 }
 AVG_TOLERANCE = 0.01  # a published Avg may differ from the mean of its five columns by rounding only
+AVG_AS_PRINTED = "avg_as_printed"  # a row's flag: the paper prints an Avg its own columns do not give (kept as printed)
 
 Published = dict[str, dict[tuple[str, str | None], dict[str, float]]]  # table -> (start, method) -> column -> value
 
@@ -73,7 +76,7 @@ def _check_row(row, columns: set[str], where: str) -> tuple[tuple[str, str | Non
     if method is not None and method not in METHOD_TITLES:
         raise PublishedDataError(f"{where}: method {method!r} is not one of {sorted(METHOD_TITLES)} (or null for "
                                  "the start point itself)")
-    unknown = set(row) - {"start", "method"} - columns
+    unknown = set(row) - {"start", "method", AVG_AS_PRINTED} - columns
     if unknown:
         raise PublishedDataError(f"{where}: unknown column(s) {sorted(unknown)}; known: {sorted(columns)}")
     values = {}
@@ -87,9 +90,19 @@ def _check_row(row, columns: set[str], where: str) -> tuple[tuple[str, str | Non
         values[column] = float(value)
     if not values:
         raise PublishedDataError(f"{where}: no values")
+    as_printed = row.get(AVG_AS_PRINTED, False)
+    if not isinstance(as_printed, bool):
+        raise PublishedDataError(f"{where}: {AVG_AS_PRINTED} must be true or false, got {as_printed!r}")
     if "avg" in values and all(task in values for task in AVG_TASKS):
         mean = sum(values[task] for task in AVG_TASKS) / len(AVG_TASKS)
-        if abs(values["avg"] - mean) > AVG_TOLERANCE:
+        differs = abs(values["avg"] - mean) > AVG_TOLERANCE
+        if differs and not as_printed:
             raise PublishedDataError(f"{where}: row {(start, method)} has avg {values['avg']} but its five columns "
-                                     f"({', '.join(AVG_TASKS)}) average {mean:.4f}; a typo in one of them?")
+                                     f"({', '.join(AVG_TASKS)}) average {mean:.4f}; a typo in one of them? (If the "
+                                     f"paper prints it so, say {AVG_AS_PRINTED}: true)")
+        if as_printed and not differs:
+            raise PublishedDataError(f"{where}: row {(start, method)} says {AVG_AS_PRINTED} but its avg "
+                                     f"{values['avg']} agrees with its five columns ({mean:.4f})")
+    elif as_printed:
+        raise PublishedDataError(f"{where}: {AVG_AS_PRINTED} needs the row's avg and its five columns")
     return (start, method), values

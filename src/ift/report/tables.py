@@ -85,6 +85,24 @@ def leaderboard_row_values(result: Mapping) -> dict[str, float]:
     return values
 
 
+Roots = Path | Sequence[Path]  # a directory of runs or evaluations, or several searched in order
+
+
+def roots_of(roots: Roots) -> tuple[Path, ...]:
+    return (Path(roots),) if isinstance(roots, str | Path) else tuple(Path(root) for root in roots)
+
+
+def locate(roots: Roots, name: str) -> Path:
+    """``<root>/<name>`` in the first of ``roots`` that has it, else in the first root. The opt-in paper_full grid
+    keeps its cells apart (outputs/paper_full/) from the default grid's, whose start points and cells it also reads."""
+    found = roots_of(roots)
+    return next((root / name for root in found if (root / name).is_dir()), found[0] / name)
+
+
+def describe_roots(roots: Roots) -> str:
+    return ", ".join(str(root) for root in roots_of(roots))
+
+
 class ResultFileError(ValueError):
     """An evaluation result file the report reads is not valid JSON or lacks what the report needs."""
 
@@ -97,7 +115,7 @@ def _read_result(path: Path, reader) -> dict:
                               "evaluation") from err
 
 
-def collect(evals_dir: Path, methods: Iterable[str], starts: Iterable[str], seeds: Iterable[int],
+def collect(evals_dir: Roots, methods: Iterable[str], starts: Iterable[str], seeds: Iterable[int],
             base_only: Iterable[str] = (), chains: Iterable[int] = ()):
     """Read every expected evaluation; returns (cells, finetune_cells, missing names).
 
@@ -119,7 +137,7 @@ def collect(evals_dir: Path, methods: Iterable[str], starts: Iterable[str], seed
         if name not in read:
             values: dict[str, float] = {}
             for filename, reader in (("leaderboard.json", leaderboard_row_values), ("alpaca.json", _alpaca_values)):
-                path = evals_dir / name / filename
+                path = locate(evals_dir, name) / filename
                 if not path.exists():
                     missing.append(f"{name}/{filename}")
                     continue

@@ -3,7 +3,9 @@
 sft  -> TRL's SFTTrainer (completion-only NLL, token mean) or, with reduction: sequence_mean, SequenceMeanSFTTrainer
 ift  -> IFTTrainer (SFTTrainer + IFT's compute_loss)
 dpo  -> TRL's DPOTrainer (reference = the initial model)
+tdpo -> TDPOTrainer (DPOTrainer + token-level DPO's loss; reference = the initial model)
 orpo -> ResponseNLLORPOTrainer (TRL's ORPOTrainer, NLL fixed)
+simpo -> TRL's CPOTrainer (trl.experimental.cpo) as SimPO (loss_type simpo, no NLL term)
 
 SFT, DPO and ORPO take ``memory_efficient`` and ``chunk_size`` from the method node: their log-probs come from the
 lean LM head (ift.train.lean_head) or, with ``memory_efficient: false``, from each trainer's own path as before.
@@ -69,15 +71,40 @@ def dpo_trainer(method: Mapping, *, model, tokenizer, dataset, common_args: dict
                          callbacks=callbacks, lean=lean)
 
 
+def tdpo_trainer(method: Mapping, *, model, tokenizer, dataset, common_args: dict, max_length: int, callbacks):
+    """TDPOTrainer (ift.train.tdpo_trainer); the reference model is the initial weights, as DPO's."""
+    from trl import DPOConfig
+
+    from ift.train.tdpo_trainer import TDPOTrainer
+
+    args = DPOConfig(**common_args, max_length=max_length, beta=float(method["beta"]))
+    return TDPOTrainer(model=model, ref_model=None, args=args, train_dataset=dataset, processing_class=tokenizer,
+                       callbacks=callbacks, alpha=float(method["alpha"]), variant=str(method["variant"]))
+
+
 def orpo_trainer(method: Mapping, *, model, tokenizer, dataset, common_args: dict, max_length: int, callbacks):
     """TRL's ORPOTrainer with the formula's response-only NLL term (response_nll_orpo_trainer_class)."""
     from trl.experimental.orpo import ORPOConfig
 
-    _quiet_orpo_token_count()
+    _quiet_untrackable_token_count()
     lean = lean_options(method)
     args = ORPOConfig(**common_args, max_length=max_length, beta=float(method["beta"]))
     return response_nll_orpo_trainer_class()(model=model, args=args, train_dataset=dataset,
                                              processing_class=tokenizer, callbacks=callbacks, lean=lean)
+
+
+def simpo_trainer(method: Mapping, *, model, tokenizer, dataset, common_args: dict, max_length: int, callbacks):
+    """TRL's CPOTrainer computing SimPO's loss (ift.losses.simpo_loss): length-normalised log-probs, target margin
+    γ = gamma_beta_ratio · β, and ``cpo_alpha=0`` (CPO's NLL term off: SimPO has none). The label smoothing and the
+    AlphaPO reward shape are set to their identity values rather than left to TRL's defaults."""
+    from trl.experimental.cpo import CPOConfig, CPOTrainer
+
+    _quiet_untrackable_token_count()
+    beta = float(method["beta"])
+    args = CPOConfig(**common_args, max_length=max_length, loss_type="simpo", beta=beta,
+                     simpo_gamma=float(method["gamma_beta_ratio"]) * beta, cpo_alpha=0.0, label_smoothing=0.0,
+                     alpha=0.0)
+    return CPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=callbacks)
 
 
 def sft_config(common_args: dict, max_length: int):
@@ -94,16 +121,17 @@ class _UntrackableTokenCount(logging.Filter):
         return not str(record.msg).startswith(self.MESSAGE)
 
 
-def _quiet_orpo_token_count() -> None:
+def _quiet_untrackable_token_count() -> None:
     """Drop transformers' per-step "Tried to track the number of tokens seen, however the current model is not
-    configured properly..." warning, which ORPO runs print at every step, and only that message.
+    configured properly..." warning, which ORPO and SimPO runs print at every step, and only that message.
 
     Why it fires: the recipe asks every trainer to count input tokens (include_num_input_tokens_seen, ift.train.arguments)
-    and transformers' Trainer counts ``batch[model.main_input_name]`` (``input_ids``); TRL's ORPOTrainer batches hold
-    ``prompt_/chosen_/rejected_input_ids`` instead, so nothing is counted and ORPO's train_metrics.json records
-    tokens_seen 0. Either fix (counting ORPO's tokens ourselves, or not asking ORPO to count) would change the
-    num_input_tokens_seen / train_tokens_per_second entries in its log_history, which train_metrics.json (a DVC
-    output) holds; so the warning, which cannot be acted on and repeats at every step, is filtered instead.
+    and transformers' Trainer counts ``batch[model.main_input_name]`` (``input_ids``); the batches of TRL's ORPOTrainer
+    and CPOTrainer hold ``prompt_/chosen_/rejected_input_ids`` instead, so nothing is counted and their
+    train_metrics.json records tokens_seen 0. Either fix (counting their tokens ourselves, or not asking them to
+    count) would change the num_input_tokens_seen / train_tokens_per_second entries in ORPO's log_history, which
+    train_metrics.json (a DVC output) holds; so the warning, which cannot be acted on and repeats at every step, is
+    filtered instead.
     """
     trainer_logger = logging.getLogger("transformers.trainer")
     if not any(isinstance(existing, _UntrackableTokenCount) for existing in trainer_logger.filters):

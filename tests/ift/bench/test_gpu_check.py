@@ -26,8 +26,9 @@ def test_the_dry_run_composes_every_config_and_builds_every_trainer_on_cpu():
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     lines = [line for line in result.stdout.splitlines() if line.startswith("[gpu_check --dry-run]")]
     built = {line.split("]")[1].split(":")[0].strip(): line for line in lines[:-1]}
-    assert set(built) == {"sft", "dpo", "sft_dpo/sft", "sft_dpo/dpo", "orpo", "ift"}
+    assert set(built) == {"sft", "dpo", "sft_dpo/sft", "sft_dpo/dpo", "tdpo", "orpo", "simpo", "ift"}
     assert "IFTTrainer" in built["ift"] and "DPOTrainer" in built["dpo"] and "ORPOTrainer" in built["orpo"]
+    assert "TDPOTrainer" in built["tdpo"] and "CPOTrainer" in built["simpo"]
     assert all("10 steps" in line and "activation_checkpointing=True" in line for line in built.values())
     assert "every config composed" in lines[-1]
 

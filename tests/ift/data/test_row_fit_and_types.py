@@ -161,15 +161,18 @@ def real_trainer(method: str, dataset: datasets.Dataset, model_dir: Path, out: P
     common = training_kwargs({"device": "cpu", "logging_steps": 1},
                              {"num_train_epochs": 1, "per_device_train_batch_size": 2, "learning_rate": 1e-3},
                              output_dir=out / method, seed=0, run_name=method, report_to="none")
-    node = {"name": method, **({"beta": 0.1} if method in ("dpo", "orpo") else {})}
+    keys = {"dpo": {"beta": 0.1}, "orpo": {"beta": 0.1}, "simpo": {"beta": 2.0, "gamma_beta_ratio": 0.8},
+            "tdpo": {"beta": 0.1, "variant": "tdpo2", "alpha": 0.5}}
+    node = {"name": method, **keys.get(method, {})}
     return build_trainer(node, model=AutoModelForCausalLM.from_pretrained(model_dir), tokenizer=tiny_tokenizer(),
                          dataset=dataset, common_args=common, max_length=max_length)
 
 
 def rows_trained_on(method: str, trainer) -> set[str]:
-    """prompt_ids the built trainer will train on: what SFT/DPO kept, ORPO's rows with a label on both sides."""
+    """prompt_ids the built trainer will train on: what SFT/DPO kept, ORPO's and CPO's rows with a label on both
+    sides."""
     prepared = trainer.train_dataset
-    if method != "orpo":
+    if method not in ("orpo", "simpo"):
         return set(prepared["prompt_id"])
     return {
         row["prompt_id"] for row in prepared
@@ -177,11 +180,11 @@ def rows_trained_on(method: str, trainer) -> set[str]:
     }
 
 
-@pytest.mark.parametrize("method", ["sft", "ift", "dpo", "orpo"])
+@pytest.mark.parametrize("method", ["sft", "ift", "dpo", "orpo", "simpo", "tdpo"])
 def test_the_rows_counted_as_not_fitting_are_exactly_the_rows_trl_leaves_untrained(method, saved_tiny, tmp_path):
     from tiny_lm import tiny_tokenizer
 
-    kind = "pairs" if method in ("dpo", "orpo") else "completion"
+    kind = "pairs" if METHODS[method].data == "pairs" else "completion"
     rows = trl_rows(kind, range(0, 9))
     features = PREFERENCE_FEATURES if kind == "pairs" else PROMPT_COMPLETION_FEATURES
     trainer = real_trainer(method, datasets.Dataset.from_list(rows, features=features), saved_tiny, tmp_path)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -145,3 +146,72 @@ def test_a_complete_grid_has_nothing_missing(tmp_path):
     result = build_report(evals_dir=_evals(tmp_path), runs_dir=tmp_path / "runs", out_dir=tmp_path / "report",
                           methods=["ift"], starts=["base"], seeds=[0, 1], profile="smoke", require_complete=True)
     assert result["missing"] == []
+
+
+def test_a_paper_full_grid_adds_its_methods_and_refuses_one_already_in_the_default_grid(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text("methods: [sft, ift]\nbase_only_methods: [dpo]\nstarts: [base]\nseeds: [0]\n"
+                      "paper_full_methods: [tdpo, simpo]\n")
+    assert load_grid(params).methods == ["sft", "ift"]
+    assert load_grid(params, paper_full=True).methods == ["sft", "ift", "tdpo", "simpo"]
+    params.write_text("methods: [sft, ift]\nstarts: [base]\nseeds: [0]\n")
+    with pytest.raises(ValueError, match="paper_full_methods"):
+        load_grid(params, paper_full=True)
+    params.write_text("methods: [sft, ift]\nstarts: [base]\nseeds: [0]\npaper_full_methods: tdpo\n")
+    with pytest.raises(ValueError, match="paper_full_methods must be a list"):
+        load_grid(params, paper_full=True)
+    params.write_text("methods: [sft, ift]\nstarts: [base]\nseeds: [0]\npaper_full_methods: [ift]\n")
+    with pytest.raises(ValueError, match=r"paper_full_methods \['ift'\] are in the default grid"):
+        load_grid(params, paper_full=True)
+
+
+def _report_command(root: Path, out: Path, *extra: str) -> None:
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-m", "ift.report", f"paths.root={root}", f"paths.report={out}", "logger=none",
+                    "bench_file=null", *extra], check=True, capture_output=True)
+
+
+def test_the_paper_full_report_fills_the_extra_rows_from_its_own_directory_and_the_default_report_ignores_them(
+        tmp_path):
+    """`python -m ift.report paper_full=true` reads the default grid's evaluations and the paper_full cells' (under
+    outputs/paper_full/), adds their rows and claims 7a-7c; the default report is the same with or without them."""
+    root = tmp_path
+    (root / "params.yaml").write_text("profile: tiny\nmethods: [sft, ift]\nbase_only_methods: [dpo]\n"
+                                      "paper_full_methods: [tdpo, simpo]\nstarts: [base, sft_beta]\nseeds: [0, 1]\n")
+    evals, extra = root / "outputs" / "evals", root / "outputs" / "paper_full" / "evals"
+    for start in ("base", "sft_beta"):
+        _write_eval(evals, start, value=0.3)
+        for seed in (0, 1):
+            for method in ("sft", "ift", *(["dpo"] if start == "base" else [])):
+                _write_eval(evals, f"{method}-{start}-s{seed}", value=0.5 + 0.01 * seed)
+            for method, value in (("tdpo", 0.35), ("simpo", 0.45)):
+                _write_eval(extra, f"{method}-{start}-s{seed}", value=value + 0.01 * seed)
+    (root / "report").mkdir()
+    _report_command(root, root / "report" / "default")
+    _report_command(root, root / "report" / "paper_full", "paper_full=true")
+    full = (root / "report" / "paper_full" / "table2.md").read_text()
+    assert "| + TDPO | 35.5 ± 0.7 |" in full and "| + SimPO | 45.5 ± 0.7 |" in full
+    rows = [line.split(" |")[0] for line in full.splitlines() if line.startswith("| ")][1:]
+    assert rows[:6] == ["| **base (Mistral-7B analog)**", "| + SFT", "| + DPO", "| + TDPO", "| + SimPO", "| + IFT"]
+    claims_rows = {row["claim"]: row for row in
+                   json.loads((root / "report" / "paper_full" / "claims.json").read_text())["claims"]}
+    # 7a: SFT's Avg (50.5) minus the best of DPO (50.5), SimPO (45.5), TDPO (35.5) from base, per seed: 0
+    assert claims_rows["7a"]["ours"]["estimate"] == pytest.approx(0.0, abs=1e-9)
+    assert claims_rows["7b"]["ours"]["estimate"] == pytest.approx(5.0) and claims_rows["7c"]["paper"]["verdict"] == (
+        "supported")
+    default = root / "report" / "default"
+    assert "TDPO" not in (default / "table2.md").read_text() and '"7a"' not in (default / "claims.json").read_text()
+    shutil.rmtree(root / "outputs" / "paper_full")
+    _report_command(root, root / "report" / "default_again")
+    for name in ("table2.md", "table2.csv", "table3.md", "claims.md", "claims.json", "paper_deltas.md", "summary.json"):
+        assert (default / name).read_text() == (root / "report" / "default_again" / name).read_text(), name
+
+
+def test_every_method_has_its_own_plot_colour_and_the_default_grids_colours_stay():
+    """A method added to the registry must not recolour the committed training_curves.png of the default grid."""
+    from ift.methods import METHODS
+
+    assert set(plots.COLOURS) >= set(METHODS) and len(set(plots.COLOURS.values())) == len(plots.COLOURS)
+    assert [plots.COLOURS[m] for m in ("sft", "dpo", "sft_dpo", "orpo", "ift")] == ["C0", "C1", "C2", "C3", "C4"]

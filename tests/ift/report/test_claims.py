@@ -20,8 +20,8 @@ from ift.report.tables import Cell, row_title
 
 def test_the_packaged_file_holds_every_row_that_maps_to_our_grid():
     _, tables = load_published(DEFAULT_FILE)
-    cells = {("base", m) for m in (None, "sft", "dpo", "orpo", "ift")}
-    cells |= {("sft_beta", m) for m in (None, "sft", "sft_dpo", "orpo", "ift")}
+    cells = {("base", m) for m in (None, "sft", "dpo", "tdpo", "orpo", "simpo", "ift")}
+    cells |= {("sft_beta", m) for m in (None, "sft", "sft_dpo", "tdpo", "orpo", "simpo", "ift")}
     assert set(tables["table2"]) == cells and set(tables["table3"]) == cells
     assert tables["table2"][("base", "ift")] == {"arc": 56.74, "arc_gen": 74.15, "mmlu": 60.49,
                                                  "truthfulqa_mc2": 57.65, "winogrande": 78.45, "gsm8k": 44.73,
@@ -34,13 +34,14 @@ def test_the_packaged_file_holds_every_row_that_maps_to_our_grid():
 
 def test_a_row_whose_avg_disagrees_with_its_columns_is_refused_naming_it(tmp_path):
     data = yaml.safe_load(DEFAULT_FILE.read_text())
-    data["table2"][3]["mmlu"] = 66.57  # a typo: 60.57 -> 66.57 moves the mean by 1.2
+    orpo = next(i for i, row in enumerate(data["table2"]) if (row["start"], row["method"]) == ("base", "orpo"))
+    data["table2"][orpo]["mmlu"] = 66.57  # a typo: 60.57 -> 66.57 moves the mean by 1.2
     path = tmp_path / "typo.yaml"
     path.write_text(yaml.safe_dump(data))
-    with pytest.raises(PublishedDataError, match=r"table2\[3\]: row \('base', 'orpo'\) has avg 57.7 but") as err:
+    with pytest.raises(PublishedDataError, match=rf"table2\[{orpo}\]: row \('base', 'orpo'\) has avg 57.7 but") as err:
         load_published(path)
     assert str(path) in str(err.value)
-    data["table2"][3]["mmlu"] = 60.58  # a 0.01 change in one column moves the mean by 0.002: rounding, accepted
+    data["table2"][orpo]["mmlu"] = 60.58  # a 0.01 change in one column moves the mean by 0.002: rounding, accepted
     path.write_text(yaml.safe_dump(data))
     load_published(path)
 
@@ -59,8 +60,26 @@ def test_the_papers_own_numbers_support_every_claim_it_makes():
     assert by_claim["5"]["estimate"] == pytest.approx(13.27 - 12.34)          # LC: IFT vs ORPO
     assert by_claim["4b"]["estimate"] == pytest.approx(57.70 - 57.52)         # min(IFT, ORPO) vs SFT+DPO
     assert by_claim["3a"]["estimate"] == pytest.approx(((57.65 + 44.73 + 74.15) - (47.98 + 43.89 + 73.54)) / 3)
-    for claim in ("6a", "6b", "FL1", "FL2", "FL3"):  # no published numbers for these
+    for claim in ("6a", "6b", "FL1", "FL2", "FL3", "FL4"):  # no published numbers for these
         assert by_claim[claim]["verdict"] == "not available"
+
+
+def test_the_claims_about_simpo_and_tdpo_join_only_a_grid_that_trains_them():
+    default = ["sft", "sft_dpo", "orpo", "ift", "dpo"]
+    assert [s.claim for s in claims.statements_for(default)] == [s.claim for s in claims.paper_statements()]
+    assert [s.claim for s in claims.statements_for([*default, "simpo"])] == [s.claim for s in claims.paper_statements()]
+    full = claims.statements_for([*default, "simpo", "tdpo"])
+    assert [s.claim for s in full[-3:]] == ["7a", "7b", "7c"] and len(full) == len(claims.paper_statements()) + 3
+
+
+def test_the_papers_own_numbers_support_its_statements_about_simpo_and_tdpo():
+    _, published = load_published(DEFAULT_FILE)
+    lookup = claims.published_lookup(published)
+    rows = {row["claim"]: row["paper"] for row in claims.claims_rows(lookup, lookup, claims.baseline_statements())}
+    assert all(row["verdict"] == "supported" for row in rows.values()), rows
+    assert rows["7a"]["estimate"] == pytest.approx(58.65 - 58.28)  # SFT over the best of DPO 58.28, SimPO, TDPO
+    assert rows["7b"]["estimate"] == pytest.approx(59.61 - 55.79)  # IFT over TDPO (SimPO's printed 55.15 is lower)
+    assert rows["7c"]["estimate"] == pytest.approx(58.22 - 57.12)  # SFT+IFT over SFT+TDPO
 
 
 def _cells(values: dict[tuple[str, str | None], dict[str, dict[int | None, float]]]) -> dict:
@@ -117,10 +136,11 @@ def test_a_start_point_enters_every_seed_and_a_missing_seed_is_named():
 
 
 @pytest.mark.parametrize(("term", "message"), [
-    (Term("base", "simpo", ("avg",)), r"unknown method 'simpo'"),
+    (Term("base", "kto", ("avg",)), r"unknown method 'kto'"),
     (Term("zephyr", "ift", ("avg",)), r"unknown start/source 'zephyr'"),
     (Term("base", "ift", ("hellaswag",)), r"unknown column\(s\) \['hellaswag'\]"),
-    (Term("frozen_lake", "ift", ("avg",)), r"unknown column\(s\) \['avg'\] .* known for frozen_lake"),
+    (Term("frozen_lake", "ift", ("policy_mse",)), r"unknown start/source 'frozen_lake'"),  # FL rows: ShareStatement
+    (Term("bench", "ift", ("avg",)), r"unknown column\(s\) \['avg'\] .* known for bench"),
 ])
 def test_a_statement_naming_an_unknown_cell_or_column_fails_loudly(term, message):
     statement = Statement("bad", "t", (term,), (Term("base", "sft", ("avg",)),))
@@ -128,22 +148,59 @@ def test_a_statement_naming_an_unknown_cell_or_column_fails_loudly(term, message
         claims.claims_rows(lambda t: None, lambda t: None, [statement])
 
 
-def test_frozen_lake_and_bench_terms_read_their_sources(tmp_path):
-    lake = {"runs": [{"method": m, "seed": s, "policy_mse": v} for m, base in (("ift", 0.15), ("dpo", 0.40))
-                     for s, v in enumerate((base, base + 0.01, base + 0.02))]}
+def test_bench_terms_read_their_source(tmp_path):
     bench_file = tmp_path / "bench.json"
     bench_file.write_text(json.dumps({"schema": 1, "shapes": {"small": {"ratios_to_sft": {
         "ift": {"step_time": 0.8, "peak_memory": 0.35}, "dpo": {"step_time": 2.9, "peak_memory": 1.9},
         "orpo": {"step_time": 1.5, "peak_memory": 0.95}}}}}))
-    lookup = claims.grid_lookup({}, lake, claims.bench_ratios(bench_file))
+    lookup = claims.grid_lookup({}, claims.bench_ratios(bench_file))
     rows = {row["claim"]: row["ours"] for row in claims.claims_rows(lookup, lookup)}
-    assert rows["FL1"]["estimate"] == pytest.approx(0.15 - 0.40) and rows["FL1"]["verdict"] == "contradicted"
     assert rows["6a"]["estimate"] == pytest.approx(1.5 - 0.8) and rows["6a"]["verdict"] == "supported"
     assert rows["6b"]["estimate"] == pytest.approx(0.95 - 0.35)
     assert claims.bench_ratios(tmp_path / "absent.json") == {}
     (tmp_path / "wrong.json").write_text(json.dumps({"shapes": {"tiny": {}}}))
     with pytest.raises(ClaimDataError, match=r"wrong.json: no `shapes.small.ratios_to_sft`"):
         claims.bench_ratios(tmp_path / "wrong.json")
+
+
+def _study(shares: dict[str, tuple[int, int, int]], subset: str = "all settings") -> dict:
+    """A Frozen Lake study result with, per claim, (holds, opposite, inconclusive) setting counts."""
+    rows = []
+    for claim, (holds, opposite, inconclusive) in shares.items():
+        n = holds + opposite + inconclusive
+        rows.append({"claim": claim, "settings": n, "holds": holds, "holds_share": holds / n, "opposite": opposite,
+                     "opposite_share": opposite / n, "inconclusive": inconclusive,
+                     "inconclusive_share": inconclusive / n})
+    return {"claims": {subset: rows, "map ring": rows[:1]}}
+
+
+def test_the_frozen_lake_rows_come_from_the_study_by_majority_of_settings():
+    study = _study({"DPO < IFT": (10, 80, 10), "IFT < ORPO": (51, 0, 49), "ORPO < SFT": (50, 10, 40),
+                    "IFT < SFT": (30, 50, 20)})
+    rows = {row["claim"]: row for row in claims.claims_rows(lambda t: None, lambda t: None,
+                                                            frozen_lake_study=study)}
+    fl = {claim: rows[claim]["ours"] for claim in ("FL1", "FL2", "FL3", "FL4")}
+    assert [fl[c]["verdict"] for c in fl] == ["contradicted", "supported", "inconclusive", "inconclusive"]
+    assert fl["FL1"]["estimate"] == pytest.approx(0.10 - 0.80) and fl["FL1"]["n"] == 100
+    assert fl["FL2"]["shares"] == pytest.approx({"holds": 0.51, "opposite": 0.0, "inconclusive": 0.49})
+    assert fl["FL3"]["estimate"] == pytest.approx(0.40)  # holds in exactly half: not a majority
+    assert all(rows[c]["paper"]["verdict"] == "not available" for c in fl)
+    text = claims.claims_markdown(list(rows.values()), "note")
+    assert "| FL1 |" in text and "-0.70: holds 10%, opposite 80%, inconclusive 10% of 100 settings" in text
+    assert "| FL4 | Frozen Lake: IFT ends much closer to π* than SFT" in text
+    csv_row = next(line for line in claims.claims_csv(list(rows.values())).splitlines() if line.startswith("FL2,"))
+    assert csv_row.endswith(",0.5100,,,100,supported,,")
+
+
+def test_the_frozen_lake_rows_without_a_study_or_with_a_mistyped_claim():
+    rows = {row["claim"]: row["ours"] for row in claims.claims_rows(lambda t: None, lambda t: None)}
+    assert rows["FL1"]["verdict"] == "not available" and "frozen_lake_study.json" in rows["FL1"]["why"]
+    typo = claims.ShareStatement("FLx", "t", "DPO < IFX")
+    with pytest.raises(ClaimDataError, match=r"claim FLx: the Frozen Lake study has no claim 'DPO < IFX'"):
+        claims.claims_rows(lambda t: None, lambda t: None, [typo], frozen_lake_study=_study({"DPO < IFT": (1, 0, 0)}))
+    subset = claims.ShareStatement("FLy", "t", "DPO < IFT", subset="map lake")
+    with pytest.raises(ClaimDataError, match=r"claim FLy: the Frozen Lake study has no subset 'map lake'"):
+        claims.claims_rows(lambda t: None, lambda t: None, [subset], frozen_lake_study=_study({"DPO < IFT": (1, 0, 0)}))
 
 
 # ---- deltas and the base-only grid ---------------------------------------------------------------------------------
@@ -192,6 +249,7 @@ def test_the_report_writes_deltas_and_claims_with_the_base_only_rows(tmp_path):
     assert by_claim["1"]["ours"]["verdict"] == "supported"  # both seeds exactly +1.0: a zero-width interval above 0
     assert by_claim["2"]["ours"]["verdict"] == "not available"  # no sft_dpo cells in this grid: named, not guessed
     assert "sft_dpo@sft_beta" in by_claim["2"]["ours"]["why"]
+    assert not any(claim.startswith("7") for claim in by_claim)  # no SimPO/TDPO cells: their claims are not rows
     assert "fine-tuning seeds only; start points shared" in (out / "claims.md").read_text()
     index = (out / "index.md").read_text()
     assert "[claims.md](claims.md)" in index and "[paper_deltas.md](paper_deltas.md)" in index

@@ -91,7 +91,11 @@ def test_tiny_profile_layout_keeps_its_columns(tmp_path):
 
 
 @pytest.mark.parametrize(("edit", "message"), [
-    (lambda d: d["table2"][0].update(method="simpo"), r"table2\[0\]: method 'simpo' is not one of"),
+    (lambda d: d["table2"][0].update(method="kto"), r"table2\[0\]: method 'kto' is not one of"),
+    (lambda d: d["table2"][0].update(avg=63.5), r"avg 63.5 but its five columns .* avg_as_printed: true"),
+    (lambda d: d["table2"][0].update(avg_as_printed=True), r"says avg_as_printed but its avg 63.4 agrees"),
+    (lambda d: d["table2"][0].update(avg_as_printed="yes"), r"avg_as_printed must be true or false"),
+    (lambda d: d["table2"][1].update(avg_as_printed=True), r"table2\[1\]: avg_as_printed needs the row's avg"),
     (lambda d: d["table2"][1].update(start="zephyr"), r"table2\[1\]: start 'zephyr'"),
     (lambda d: d["table2"][0].update(gsm8k=120.0), r"table2\[0\]: gsm8k = 120.0 is not a percentage"),
     (lambda d: d["table2"][0].update(gsm8k="44.7"), r"gsm8k = '44.7' is not a percentage"),
@@ -129,6 +133,19 @@ def test_the_packaged_file_cites_the_paper_and_passes_its_checks():
     assert "2405.11870" in source["citation"] and "Intuitive Fine-Tuning" in source["citation"]
     assert source["url"].startswith("https://aclanthology.org/2025.acl-long.6")
     assert set(tables) == {"table2", "table3"}
+
+
+def test_a_printed_avg_its_columns_do_not_give_is_kept_when_flagged(tmp_path):
+    """The paper prints SimPO's Avg from base as 55.15; its five columns give 55.12. The packaged file keeps 55.15."""
+    _, tables = load_published(DEFAULT_FILE)
+    simpo = tables["table2"][("base", "simpo")]
+    assert simpo["avg"] == 55.15
+    assert sum(simpo[t] for t in ("arc", "mmlu", "truthfulqa_mc2", "winogrande", "gsm8k")) / 5 == pytest.approx(55.118)
+    data = json.loads(json.dumps(FIXTURE))
+    data["table2"][0].update(avg=63.5, avg_as_printed=True)
+    path = tmp_path / "printed.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert load_published(path)[1]["table2"][("base", "ift")]["avg"] == 63.5
 
 
 def test_the_report_command_adds_paper_rows_in_the_paper_profile_only(tmp_path):

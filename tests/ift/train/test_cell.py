@@ -34,6 +34,15 @@ def no_model_loading(monkeypatch):
         (["method=ift", "method.propagation_norm=L7"], "propagation_norm"),
         (["method=ift", "+method.lamda=0.2"], "lamda"),
         (["method=dpo", "method.beta=0"], "beta"),
+        (["method=simpo", "method.beta=0"], r"method\.beta"),
+        (["method=simpo", "method.beta=two"], r"method\.beta"),
+        (["method=simpo", "method.gamma_beta_ratio=-0.8"], r"method\.gamma_beta_ratio"),
+        (["method=simpo", "~method.gamma_beta_ratio"], r"method\.gamma_beta_ratio"),
+        (["method=simpo", "+method.gamma=1.6"], r"method\.gamma\b"),
+        (["method=tdpo", "method.beta=-0.1"], r"method\.beta"),
+        (["method=tdpo", "method.variant=tdpo3"], r"method\.variant"),
+        (["method=tdpo", "method.alpha=-0.5"], r"method\.alpha"),
+        (["method=tdpo", "+method.precompute_ref_log_probs=true"], r"method\.precompute_ref_log_probs"),
         (["method=sft", "method.reduction=sum"], r"method\.reduction"),
         (["method=sft_dpo", "method.sft.reduction=sum"], r"method\.sft\.reduction"),
         (["method=sft", "method.memory_efficient=yes"], r"method\.memory_efficient"),
@@ -70,7 +79,7 @@ def test_missing_init_from_is_a_config_error(tmp_path, no_model_loading):
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("smoke_pipeline")
-@pytest.mark.parametrize("method", ["sft", "ift", "dpo", "orpo", "sft_dpo"])
+@pytest.mark.parametrize("method", ["sft", "ift", "dpo", "orpo", "sft_dpo", "simpo", "tdpo"])
 def test_each_method_trains_on_the_smoke_profile_and_its_loss_falls(smoke_root, method):
     from ift.checkpoints import check_checkpoint_dir
     from ift.train.cell import run_training

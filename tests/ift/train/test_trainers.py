@@ -147,3 +147,132 @@ def test_dpo_with_precomputed_reference_log_probs_gives_the_same_losses(saved_ti
     assert len(losses_by_mode[True]) == 3
     torch.testing.assert_close(torch.tensor(losses_by_mode[True]), torch.tensor(losses_by_mode[False]),
                                rtol=1e-5, atol=1e-6)
+
+
+def _common_args(tmp_path, **extra) -> dict:
+    return dict(output_dir=str(tmp_path), per_device_train_batch_size=4, use_cpu=True, bf16=False, report_to="none",
+                activation_checkpointing=False, seed=0, **extra)
+
+
+def test_our_simpo_trainer_is_trl_cpo_computing_the_simpo_formula(saved_tiny, tmp_path):
+    """method=simpo builds TRL's CPOTrainer whose loss is exactly ift.losses.simpo_loss (β 2, γ/β 0.8, no NLL)."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+
+    from ift.train.trainers import build_trainer
+
+    directory, tok = saved_tiny
+    model = AutoModelForCausalLM.from_pretrained(directory)
+    _perturb(model, seed=7)
+    trainer = build_trainer({"name": "simpo", "beta": 2.0, "gamma_beta_ratio": 0.8}, model=model, tokenizer=tok,
+                            dataset=Dataset.from_list(pref_rows(8, seed=8)), common_args=_common_args(tmp_path),
+                            max_length=64)
+    assert type(trainer).__name__ == "CPOTrainer" and trainer.loss_type == "simpo" and trainer.cpo_alpha == 0
+    assert trainer.simpo_gamma == pytest.approx(1.6) and trainer.beta == 2.0
+    batch = next(iter(trainer.get_train_dataloader()))
+    with torch.no_grad():
+        loss, metrics = trainer.get_batch_loss_metrics(trainer.model, batch)
+        means = {}
+        for side in ("chosen", "rejected"):
+            logits = trainer.model(input_ids=batch[f"{side}_input_ids"],
+                                   attention_mask=batch[f"{side}_attention_mask"]).logits
+            means[side] = losses.sequence_logps(*logprobs.gather_label_logps(logits, batch[f"{side}_labels"]),
+                                                average=True)
+    expected, chosen_rewards, rejected_rewards = losses.simpo_loss(means["chosen"], means["rejected"], beta=2.0,
+                                                                   gamma_beta_ratio=0.8)
+    assert float((expected - torch.log(torch.tensor(2.0))).abs().max()) > 1e-3  # not the trivial log 2
+    torch.testing.assert_close(loss, expected.mean(), rtol=1e-5, atol=1e-6)
+    assert metrics["nll_loss"] == 0.0
+    assert metrics["rewards/margins"] == pytest.approx(float((chosen_rewards - rejected_rewards).mean()), rel=1e-5)
+
+
+def _tdpo_reference_loss(policy, reference, batch, beta, alpha, variant):
+    """TDPO on DPOTrainer's batch, from both models' full logits, independently of ift.logprobs: log_softmax, gather,
+    and KL(π_ref ‖ π) = Σ_v p_ref (log p_ref - log p), summed over each answer."""
+    labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)[:, 1:]
+    mask = (labels != -100).to(torch.float32)
+    targets = labels.clamp(min=0).unsqueeze(-1)
+    policy_logps = policy(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+    policy_logps = policy_logps.log_softmax(-1)
+    with torch.no_grad():
+        ref_logps = reference(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+        ref_logps = ref_logps.log_softmax(-1)
+    logratio = ((policy_logps.gather(-1, targets) - ref_logps.gather(-1, targets)).squeeze(-1) * mask).sum(-1)
+    seq_kl = ((ref_logps.exp() * (ref_logps - policy_logps)).sum(-1) * mask).sum(-1)
+    n = batch["input_ids"].shape[0] // 2
+    per_pair, _, _ = losses.tdpo_loss(logratio[:n], logratio[n:], seq_kl[:n], seq_kl[n:], beta=beta, alpha=alpha,
+                                      variant=variant)
+    return per_pair.mean(), seq_kl
+
+
+@pytest.mark.parametrize("variant", ["tdpo1", "tdpo2"])
+def test_our_tdpo_trainer_loss_and_gradients_equal_the_tdpo_formula(saved_tiny, tmp_path, variant):
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+
+    from ift.train.trainers import build_trainer
+
+    directory, tok = saved_tiny
+    node = {"name": "tdpo", "beta": 0.1, "variant": variant, "alpha": 0.5}
+    trainer = build_trainer(node, model=AutoModelForCausalLM.from_pretrained(directory), tokenizer=tok,
+                            dataset=Dataset.from_list(pref_rows(8, seed=9)), common_args=_common_args(tmp_path),
+                            max_length=64)
+    assert type(trainer).__name__ == "TDPOTrainer" and trainer.ref_model is not None
+    _perturb(trainer.model, seed=10, scale=1.0)
+    batch = next(iter(trainer.get_train_dataloader()))
+    trainer.model.train()  # as in a training step: the metrics go to the "train" log
+    loss = trainer.compute_loss(trainer.model, batch)
+    ours = torch.autograd.grad(loss, list(trainer.model.parameters()))
+    reference = AutoModelForCausalLM.from_pretrained(directory)  # the untouched start model
+    expected, seq_kl = _tdpo_reference_loss(trainer.model, reference, batch, 0.1, 0.5, variant)
+    theirs = torch.autograd.grad(expected, list(trainer.model.parameters()))
+    assert float(seq_kl.detach().min()) > 1e-3  # the perturbed policy is away from its reference: the KL term counts
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
+    for got, want in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-7)
+    logged = trainer._metrics["train"]
+    assert logged["tdpo/seq_kl_chosen"] and logged["rewards/margins"] and logged["num_tokens"][0] > 0
+
+
+def test_tdpo_refuses_precomputed_reference_log_probs(saved_tiny, tmp_path):
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+    from trl import DPOConfig
+
+    from ift.train.tdpo_trainer import TDPOTrainer
+
+    directory, tok = saved_tiny
+    args = DPOConfig(**_common_args(tmp_path), max_length=64, precompute_ref_log_probs=True)
+    with pytest.raises(ValueError, match="precompute_ref_log_probs"):
+        TDPOTrainer(model=AutoModelForCausalLM.from_pretrained(directory), args=args, processing_class=tok,
+                    train_dataset=Dataset.from_list(pref_rows(4, seed=1)), alpha=0.5, variant="tdpo2")
+
+
+def test_tdpo_with_lora_takes_the_policy_with_its_adapters_off_as_the_reference(saved_tiny, tmp_path):
+    """With method.peft, TRL keeps no reference model: TDPO's reference logits are the policy's with its frozen copy
+    of the initial adapters active ("ref", B = 0) instead of the trained ones, i.e. the start model's, so the loss
+    equals the formula's against a separately loaded start model."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+
+    from ift.train import lora
+    from ift.train.trainers import build_trainer
+
+    directory, tok = saved_tiny
+    node = {"name": "tdpo", "beta": 0.1, "variant": "tdpo2", "alpha": 0.5,
+            "peft": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj", "up_proj"]}}
+    model = lora.wrap(AutoModelForCausalLM.from_pretrained(directory), node)
+    trainer = build_trainer(node, model=model, tokenizer=tok, dataset=Dataset.from_list(pref_rows(8, seed=11)),
+                            common_args=_common_args(tmp_path), max_length=64)
+    assert trainer.ref_model is None
+    with torch.no_grad():  # move the trained adapters (they start at B = 0, where policy and reference coincide)
+        for name, parameter in trainer.model.named_parameters():
+            if "lora_B.default" in name:
+                parameter.normal_(0.0, 0.3, generator=torch.Generator().manual_seed(12))
+    batch = next(iter(trainer.get_train_dataloader()))
+    with torch.no_grad():
+        loss = trainer.compute_loss(trainer.model, batch)
+        expected, seq_kl = _tdpo_reference_loss(trainer.model, AutoModelForCausalLM.from_pretrained(directory), batch,
+                                                0.1, 0.5, "tdpo2")
+    assert float(seq_kl.min()) > 1e-4
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
