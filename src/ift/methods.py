@@ -138,6 +138,11 @@ def _check_simpo(node, where: str) -> None:
 def _check_tdpo(node, where: str) -> None:
     from ift.losses import TDPO_VARIANTS
 
+    # Its sequential KL is over the whole vocabulary at every answer position, for the policy and the reference: the
+    # lean head keeps label log-probs only, so TDPO runs on full logits and has no such switch.
+    for key in ("memory_efficient", "chunk_size"):
+        require(key not in node, f"{where}.{key}: TDPO has no memory-efficient path (its KL needs the full "
+                                 "next-token distributions of the policy and the reference); remove the key")
     _check_known_keys(node, where, ("beta", "variant", "alpha"))
     require(_number(node, "beta", where, 0.0) > 0, f"{where}.beta must be > 0, got {node.get('beta')!r}")
     variant = node.get("variant")

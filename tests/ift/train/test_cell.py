@@ -42,6 +42,8 @@ def no_model_loading(monkeypatch):
         (["method=tdpo", "method.beta=-0.1"], r"method\.beta"),
         (["method=tdpo", "method.variant=tdpo3"], r"method\.variant"),
         (["method=tdpo", "method.alpha=-0.5"], r"method\.alpha"),
+        (["method=tdpo", "+method.memory_efficient=true"], r"method\.memory_efficient: TDPO has no"),
+        (["method=tdpo", "+method.chunk_size=64"], r"method\.chunk_size: TDPO has no"),
         (["method=tdpo", "+method.precompute_ref_log_probs=true"], r"method\.precompute_ref_log_probs"),
         (["method=sft", "method.reduction=sum"], r"method\.reduction"),
         (["method=sft_dpo", "method.sft.reduction=sum"], r"method\.sft\.reduction"),

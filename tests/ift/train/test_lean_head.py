@@ -87,20 +87,26 @@ def _load(directory):
     return AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float64)
 
 
-def _trainer(directory, tok, tmp_path, method, *, memory_efficient, batch=4, accumulation=1, chunk_size=5):
-    """The method's real trainer (build_trainer) on fresh float64 weights, its policy perturbed."""
+def _build(directory, tok, output_dir, node, rows, *, batch=4, accumulation=1):
+    """The node's real trainer (build_trainer) on fresh float64 weights: one SGD step of lr 1, no clipping."""
     from datasets import Dataset
 
     from ift.train.trainers import build_trainer
 
+    common = dict(output_dir=str(output_dir), per_device_train_batch_size=batch,
+                  gradient_accumulation_steps=accumulation, max_steps=1, learning_rate=1.0, optim="sgd",
+                  lr_scheduler_type="constant", max_grad_norm=0.0, weight_decay=0.0, bf16=False, use_cpu=True,
+                  report_to="none", seed=0, data_seed=0, logging_steps=1, activation_checkpointing=False,
+                  save_strategy="no", disable_tqdm=True)
+    return build_trainer(node, model=_load(directory), tokenizer=tok, dataset=Dataset.from_list(rows),
+                         common_args=common, max_length=64)
+
+
+def _trainer(directory, tok, tmp_path, method, *, memory_efficient, batch=4, accumulation=1, chunk_size=5):
+    """The method's real trainer on fresh float64 weights, its policy perturbed."""
     node = {**METHODS[method][0], "memory_efficient": memory_efficient, "chunk_size": chunk_size}
-    common = dict(output_dir=str(tmp_path / f"{method}-{memory_efficient}-{batch}x{accumulation}"),
-                  per_device_train_batch_size=batch, gradient_accumulation_steps=accumulation, max_steps=1,
-                  learning_rate=1.0, optim="sgd", lr_scheduler_type="constant", max_grad_norm=0.0, weight_decay=0.0,
-                  bf16=False, use_cpu=True, report_to="none", seed=0, data_seed=0, logging_steps=1,
-                  activation_checkpointing=False, save_strategy="no", disable_tqdm=True)
-    trainer = build_trainer(node, model=_load(directory), tokenizer=tok, dataset=Dataset.from_list(_rows(method)),
-                            common_args=common, max_length=64)
+    trainer = _build(directory, tok, tmp_path / f"{method}-{memory_efficient}-{batch}x{accumulation}", node,
+                     _rows(method), batch=batch, accumulation=accumulation)
     _perturb(trainer.model)
     return trainer
 
@@ -347,3 +353,20 @@ def test_lora_on_the_lm_head_is_refused_by_the_lean_head(tok):
     model = lora.wrap(tiny_model(tok), settings)
     with pytest.raises(ValueError, match="LoRA on lm_head"):
         add_lean_lm_head(model, 8)
+
+
+def test_tdpo_never_gets_the_lean_head_and_runs_on_full_logits(saved, tok, tmp_path):
+    """TDPO's sequential KL needs the policy's and the reference's whole next-token distributions, which the lean head
+    does not keep: its trainer (TRL's DPOTrainer underneath, as DPO's) gets no lean head on either model, even when
+    built right after a lean DPO trainer, and its loss reads full logits ([rows, positions, vocabulary])."""
+    from ift.train.lean_head import has_lean_head
+
+    lean_dpo = _trainer(saved, tok, tmp_path, "dpo", memory_efficient=True)
+    assert has_lean_head(lean_dpo.model) and has_lean_head(lean_dpo.ref_model)  # what a DPOTrainer subclass can get
+    tdpo = _build(saved, tok, tmp_path / "tdpo", {"name": "tdpo", "beta": 0.1, "variant": "tdpo2", "alpha": 0.5},
+                  pref_rows(8, seed=5))
+    assert tdpo.ref_model is not None
+    assert not has_lean_head(tdpo.model) and not has_lean_head(tdpo.ref_model)
+    batch = next(iter(tdpo.get_train_dataloader()))
+    loss, outputs = tdpo.compute_loss(tdpo.model, batch, return_outputs=True)
+    assert loss.isfinite() and outputs.logits.shape == (*batch["input_ids"].shape, tdpo.model.config.vocab_size)
