@@ -63,8 +63,8 @@ def sft_reduction(node) -> str:
 
 
 def lean_head(node, where: str = "method") -> tuple[bool, int]:
-    """An SFT, DPO or ORPO node's ``memory_efficient`` and ``chunk_size`` (ift.train.lean_head), checked; absent keys
-    get the defaults of every conf/method file (true, 1024)."""
+    """An SFT, DPO, ORPO or SimPO node's ``memory_efficient`` and ``chunk_size`` (ift.train.lean_head), checked;
+    absent keys get the defaults of every conf/method file that has them (true, 1024)."""
     from ift.logprobs import DEFAULT_CHUNK_SIZE
 
     memory_efficient = node.get("memory_efficient", True)
@@ -130,9 +130,10 @@ def _check_known_keys(node, where: str, keys: tuple[str, ...]) -> None:
 
 
 def _check_simpo(node, where: str) -> None:
-    _check_known_keys(node, where, ("beta", "gamma_beta_ratio"))
+    _check_known_keys(node, where, ("beta", "gamma_beta_ratio", "memory_efficient", "chunk_size"))
     require(_number(node, "beta", where, 0.0) > 0, f"{where}.beta must be > 0, got {node.get('beta')!r}")
     _number(node, "gamma_beta_ratio", where, 0.0)
+    lean_head(node, where)
 
 
 def _check_tdpo(node, where: str) -> None:

@@ -5,15 +5,16 @@ The worker (tests/helpers/dist_train.py) trains each method for 3 SGD steps from
 IFT step, while the other updates keep the gradient's scale, so a wrongly scaled gradient shows in the
 parameters): once in one process with batch 8 — the reference — and then
 
-- under DDP: torchrun, 2 processes x batch 4: SFT (TRL's token mean and our per-sequence mean), IFT, DPO and ORPO
+- under DDP: torchrun, 2 processes x batch 4: SFT (TRL's token mean and our per-sequence mean), IFT, DPO, ORPO and
+  SimPO
   (DPO with precomputed reference log-probs is not run on 2 processes: for an in-memory dataset TRL writes the
   precomputed values to the cache directory of rank 0's process, which rank 1 then looks for in its own);
 - under FSDP2: ``accelerate launch --config_file conf/accelerate/fsdp.yaml`` (the repo's own config; only the
   process count and the precision are overridden: 2 processes, fp32), 2 processes x batch 2 x gradient
   accumulation 2, so the step's sequence count is gathered over micro-batches *and* processes: the same methods.
 
-SFT, DPO and ORPO run the lean LM head (``memory_efficient: true``, ift.train.lean_head, the default) in every run
-above; the DDP run is also compared with one process on their trainers' own paths (``memory_efficient: false``:
+SFT, DPO, ORPO and SimPO run the lean LM head (``memory_efficient: true``, ift.train.lean_head, the default) in every
+run above; the DDP run is also compared with one process on their trainers' own paths (``memory_efficient: false``:
 TRL's fused LM head, or the full logits), so the lean head under DDP equals TRL in one process.
 
 Compared with the reference, per method: the logged loss and gradient norm of every step, every final parameter,
@@ -52,7 +53,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("distributed")]
 WORKER = REPO_ROOT / "tests" / "helpers" / "dist_train.py"
 FSDP_CONFIG = REPO_ROOT / "conf" / "accelerate" / "fsdp.yaml"
 GLOBAL_BATCH = "8"
-METHODS = ("sft", "sft_sequence_mean", "ift", "dpo", "orpo")  # names in the worker's METHOD_NODES
+METHODS = ("sft", "sft_sequence_mean", "ift", "dpo", "orpo", "simpo")  # names in the worker's METHOD_NODES
 LEAN_METHODS = tuple(method for method in METHODS if method != "ift")  # memory_efficient switches their log-prob path
 TOLERANCE = dict(rtol=1e-5, atol=1e-5)  # float32 sums reduced in a different order across processes
 

@@ -8,8 +8,8 @@ parameters and the reloaded checkpoint that ``ift.train.loop.save_run`` wrote, t
         tests/helpers/dist_train.py <out_dir> <global_batch> ...                                    # FSDP2
 
 ``methods``: comma-separated names of METHOD_NODES (default sft,ift,dpo). ``plain`` sets ``memory_efficient: false``
-on SFT, DPO and ORPO (their trainers' own log-prob paths: TRL's fused head, or full logits; the tag gets ``-plain``);
-the default is the lean LM head (ift.train.lean_head), as in every conf/method file.
+on SFT, DPO, ORPO and SimPO (their trainers' own log-prob paths: TRL's fused head, or full logits; the tag gets
+``-plain``); the default is the lean LM head (ift.train.lean_head), as in every conf/method file.
 
 FSDP on CPU: accelerate (1.15) only switches to FSDP for accelerator device types; on CPU it silently keeps
 ``MULTI_CPU`` (plain DDP) and ignores the FSDP plugin, although torch's FSDP2 (``fully_shard``) runs on CPU with
@@ -44,6 +44,7 @@ METHOD_NODES = {
     "dpo": ({"name": "dpo", "beta": 0.1}, "pairs", 3),
     "dpo_precomputed": ({"name": "dpo", "beta": 0.1, "precompute_ref_log_probs": True}, "pairs", 3),
     "orpo": ({"name": "orpo", "beta": 0.25}, "pairs", 4),
+    "simpo": ({"name": "simpo", "beta": 2.0, "gamma_beta_ratio": 0.8}, "pairs", 5),
 }
 
 

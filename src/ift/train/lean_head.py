@@ -1,9 +1,9 @@
 """The lean LM head: label log-probs of the response positions only, through ift.logprobs' one chunked kernel.
 
-``memory_efficient: true`` (conf/method/{sft,dpo,orpo,sft_dpo}.yaml) gives SFT, DPO and ORPO the path IFT's pass 2
-has: the decoder's final hidden states of the positions whose next label counts are scored ``chunk_size`` rows at a
-time (``ift.logprobs.chunked_label_scores``), each chunk's logits recomputed in backward, and no full-vocabulary
-logits are ever held. Prompt and padding positions are not scored at all.
+``memory_efficient: true`` (conf/method/{sft,dpo,orpo,simpo,sft_dpo}.yaml) gives SFT, DPO, ORPO and SimPO the path
+IFT's pass 2 has: the decoder's final hidden states of the positions whose next label counts are scored
+``chunk_size`` rows at a time (``ift.logprobs.chunked_label_scores``), each chunk's logits recomputed in backward, and
+no full-vocabulary logits are ever held. Prompt and padding positions are not scored at all.
 
 One data path for every method. TRL's SFTTrainer and DPOTrainer already ask the model for per-token log-probs, not
 logits: they patch it with ``trl.trainer.utils.add_fused_lm_head`` and call
@@ -11,22 +11,22 @@ logits: they patch it with ``trl.trainer.utils.add_fused_lm_head`` and call
 precomputation alike. :class:`LeanHeadMixin` makes that patch install :func:`add_lean_lm_head` instead, at the
 moment TRL would install its own (before accelerate prepares the models, before the reference pass), so TRL's own
 loss and metric code runs unchanged on our log-probs: the loss is TRL's, only the log-probs' source differs. The
-trainers that compute their loss themselves (ift.train.sequence_mean's per-sequence-mean SFT, ORPO in
-ift.train.trainers) make the same call. Per call, for ``labels`` ``[B, L]`` (-100 off the response), the lean head
-returns TRL's ``FusedCausalLMOutput`` fields over positions 0..L-2:
+trainers that compute their loss themselves (ift.train.sequence_mean's per-sequence-mean SFT; ORPO and SimPO in
+ift.train.trainers, through :class:`LeanPairMixin`) make the same call. Per call, for ``labels`` ``[B, L]`` (-100 off
+the response), the lean head returns TRL's ``FusedCausalLMOutput`` fields over positions 0..L-2:
 
 * ``log_probs``: log p(label_{t+1} | x_≤t), with gradient (0 off the response); ``label_mask`` the response mask;
 * ``loss``: -Σ log_probs / (response tokens, or ``num_items_in_batch``), as TRL's head defines it;
 * only when the trainer reads them (TRL's ``outputs``), without gradient: ``entropy`` and ``is_top1`` of the
   next-token distribution (from the same chunk of logits), ``mean_logits`` (the mean logit over the vocabulary,
-  ``h · mean_v W_v + mean_v b_v``, no logits needed); and ``all_mean_logits``, the same mean at every position, prompt
-  and padding included (ORPO's ``logits/*`` metrics average over those too).
+  ``h · mean_v W_v + mean_v b_v``, no logits needed); and ``all_mean_logits``, the same mean at every position 0..L-1,
+  prompt, padding and the last position included (ORPO's and CPO's ``logits/*`` metrics average over those too).
 
 Why TRL's own head is not enough: it scores every position on devices without Triton (CPU), keeps float32 statistics
-even for a float64 model, and TRL's ORPO trainer does not use it at all (it holds full logits).
+even for a float64 model, and TRL's ORPO and CPO (SimPO) trainers do not use it at all (they hold full logits).
 
 ``memory_efficient: false`` keeps each trainer's path as it was: TRL's own fused head for token-mean SFT and DPO, full
-logits for per-sequence-mean SFT and ORPO.
+logits for per-sequence-mean SFT, ORPO and SimPO. TDPO never gets the lean head (ift.train.tdpo_trainer).
 
 Distributed: the lean forward replaces the (base) model's ``forward``, so DDP and FSDP call it through their own
 wrappers; it runs the decoder, then reads the LM head's parameters (:func:`head_parameters`: under FSDP2 the head is
@@ -46,7 +46,7 @@ import torch
 from trl import DPOTrainer, SFTTrainer
 from trl.trainer.utils import FusedCausalLMOutput
 
-from ift import logprobs
+from ift import logprobs, losses
 
 # The per-token outputs the lean head can add to the log-probs (TRL's names; "all_mean_logits" is ours).
 OUTPUTS = ("log_probs", "entropy", "mean_logits", "is_top1", "all_mean_logits")
@@ -116,7 +116,7 @@ def head_parameters(head) -> tuple[torch.Tensor, torch.Tensor | None]:
 class LeanCausalLMOutput(FusedCausalLMOutput):
     """TRL's fused-head output, plus the mean logit at every position (prompt and padding included)."""
 
-    all_mean_logits: torch.Tensor | None = None  # [B, L-1]
+    all_mean_logits: torch.Tensor | None = None  # [B, L]: every position, the last one included
 
 
 def _refuse_what_the_kernel_cannot_do(base) -> None:
@@ -170,12 +170,12 @@ def add_lean_lm_head(model, chunk_size: int, outputs: Iterable[str] = ("log_prob
                                                with_stats=with_stats)
         mask = scores.response_mask
         count = mask.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch
-        all_means = logprobs.mean_logits(hidden[:, :-1], weight, bias) if with_means else None  # no gradient
+        all_means = logprobs.mean_logits(hidden, weight, bias) if with_means else None  # no gradient
         return LeanCausalLMOutput(
             loss=-scores.token_logps.sum() / count,
             log_probs=scores.token_logps,
             entropy=scores.entropy,
-            mean_logits=None if all_means is None else all_means.masked_fill(~mask, 0.0),
+            mean_logits=None if all_means is None else all_means[:, :-1].masked_fill(~mask, 0.0),
             is_top1=scores.is_top1,
             label_mask=mask,
             all_mean_logits=all_means,
@@ -249,3 +249,30 @@ class TRLSFTTrainer(LeanHeadMixin, SFTTrainer):
 class TRLDPOTrainer(LeanHeadMixin, DPOTrainer):
     """TRL's DPOTrainer and its own loss; the policy's and the reference's log-probs (the reference forward, or its
     precomputation) from the lean head when ``lean.memory_efficient``."""
+
+
+class LeanPairMixin(LeanHeadMixin):
+    """TRL's ORPOTrainer and CPOTrainer: their ``concatenated_forward`` holds the full logits of the chosen and the
+    rejected rows, so the lean head is added after ``__init__``, and their lean forward calls :meth:`lean_pair_logps`.
+    The loss and the metrics stay TRL's (``get_batch_loss_metrics``), which reads the logits only as
+    ``logits.detach().mean()`` (its ``logits/*`` metrics): the lean forward hands it that mean instead."""
+
+    trl_installs_head = False
+    lean_outputs = ("all_mean_logits",)
+
+    def lean_pair_logps(self, model, batch, padding_value: int):
+        """TRL's concatenated forward on the lean head: the chosen rows, then the rejected ones, padded to one length
+        (TRL's own ``concatenated_inputs``). Returns each side's mean response log-prob ``[pairs]`` (TRL's
+        ``get_batch_logps(..., average_log_prob=True)``) and the mean logit at every position ``[pairs, L]``."""
+        if self.is_encoder_decoder or self.aux_loss_enabled:
+            raise NotImplementedError(f"{type(self).__name__} with memory_efficient: true supports decoder-only models "
+                                      "without a router loss; set method.memory_efficient=false")
+        both = self.concatenated_inputs(batch, padding_value=padding_value, device=self.accelerator.device)
+        scores = self.lean_head_output(model, both["concatenated_input_ids"], both["concatenated_attention_mask"],
+                                       both["concatenated_labels"])
+        # TRL divides by the token count as it is; a response without tokens (which TRL's tokenisation does not
+        # produce) would give 0 here instead of TRL's NaN
+        mean_logps = losses.sequence_logps(scores.log_probs, scores.label_mask, average=True)
+        pairs = batch["chosen_labels"].shape[0]
+        means = scores.all_mean_logits
+        return mean_logps[:pairs], mean_logps[pairs:], means[:pairs], means[pairs:]

@@ -7,8 +7,9 @@
 loaded model is wrapped with ``peft.get_peft_model`` before the trainer is built, so every trainer receives the
 PEFT model: DPO's reference is then the model with its adapters disabled (= the initial model, as without LoRA);
 IFT's hooks read the base model's embedding and head (``lean_head.decoder_and_head`` unwraps PEFT), which is why
-LoRA on ``embed_tokens`` / ``lm_head`` is refused for IFT; the lean LM head of SFT, DPO and ORPO
-(``memory_efficient: true``, ift.train.lean_head) reads ``lm_head``'s weight too, so LoRA on it is refused there. For ``sft_dpo`` the cell's ``method.peft`` applies to
+LoRA on ``embed_tokens`` / ``lm_head`` is refused for IFT; the lean LM head of SFT, DPO, ORPO and SimPO
+(``memory_efficient: true``, ift.train.lean_head) reads ``lm_head``'s weight too, so LoRA on it is refused there (not
+for TDPO, which has no lean head). For ``sft_dpo`` the cell's ``method.peft`` applies to
 both halves; each half saves a merged checkpoint, so the DPO half starts (and takes its reference) from the SFT
 half's merged weights.
 
@@ -72,9 +73,11 @@ def lora_settings(method: Mapping[str, Any] | None) -> dict[str, Any] | None:
 
 
 def _lean_head_on(method: Mapping[str, Any]) -> bool:
-    """Whether an SFT, DPO or ORPO node (or a half of sft_dpo) runs the lean LM head (memory_efficient, default true)."""
+    """Whether a method node (or a half of sft_dpo) runs the lean LM head (memory_efficient, default true)."""
     if method.get("name") == "sft_dpo":
         return any(_lean_head_on(method.get(half) or {}) for half in ("sft", "dpo"))
+    if method.get("name") == "tdpo":  # always full logits (ift.train.tdpo_trainer); ift.methods refuses the switch
+        return False
     return method.get("memory_efficient", True) is not False
 
 

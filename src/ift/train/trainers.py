@@ -5,10 +5,11 @@ ift  -> IFTTrainer (SFTTrainer + IFT's compute_loss)
 dpo  -> TRL's DPOTrainer (reference = the initial model)
 tdpo -> TDPOTrainer (DPOTrainer + token-level DPO's loss; reference = the initial model)
 orpo -> ResponseNLLORPOTrainer (TRL's ORPOTrainer, NLL fixed)
-simpo -> TRL's CPOTrainer (trl.experimental.cpo) as SimPO (loss_type simpo, no NLL term)
+simpo -> SimPOTrainer (TRL's CPOTrainer, trl.experimental.cpo, with loss_type simpo and no NLL term)
 
-SFT, DPO and ORPO take ``memory_efficient`` and ``chunk_size`` from the method node: their log-probs come from the
-lean LM head (ift.train.lean_head) or, with ``memory_efficient: false``, from each trainer's own path as before.
+SFT, DPO, ORPO and SimPO take ``memory_efficient`` and ``chunk_size`` from the method node: their log-probs come from
+the lean LM head (ift.train.lean_head) or, with ``memory_efficient: false``, from each trainer's own path as before.
+TDPO takes neither: its KL needs full logits (ift.train.tdpo_trainer).
 """
 
 from __future__ import annotations
@@ -94,17 +95,19 @@ def orpo_trainer(method: Mapping, *, model, tokenizer, dataset, common_args: dic
 
 
 def simpo_trainer(method: Mapping, *, model, tokenizer, dataset, common_args: dict, max_length: int, callbacks):
-    """TRL's CPOTrainer computing SimPO's loss (ift.losses.simpo_loss): length-normalised log-probs, target margin
-    γ = gamma_beta_ratio · β, and ``cpo_alpha=0`` (CPO's NLL term off: SimPO has none). The label smoothing and the
-    AlphaPO reward shape are set to their identity values rather than left to TRL's defaults."""
-    from trl.experimental.cpo import CPOConfig, CPOTrainer
+    """TRL's CPOTrainer (simpo_trainer_class) computing SimPO's loss (ift.losses.simpo_loss): length-normalised
+    log-probs, target margin γ = gamma_beta_ratio · β, and ``cpo_alpha=0`` (CPO's NLL term off: SimPO has none). The
+    label smoothing and the AlphaPO reward shape are set to their identity values rather than left to TRL's defaults."""
+    from trl.experimental.cpo import CPOConfig
 
     _quiet_untrackable_token_count()
+    lean = lean_options(method)
     beta = float(method["beta"])
     args = CPOConfig(**common_args, max_length=max_length, loss_type="simpo", beta=beta,
                      simpo_gamma=float(method["gamma_beta_ratio"]) * beta, cpo_alpha=0.0, label_smoothing=0.0,
                      alpha=0.0)
-    return CPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=callbacks)
+    return simpo_trainer_class()(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                                 callbacks=callbacks, lean=lean)
 
 
 def sft_config(common_args: dict, max_length: int):
@@ -146,38 +149,54 @@ def response_nll_orpo_trainer_class():
     log-prob, averaged over the pairs. Only that term changes; the odds-ratio term is TRL's (already the formula).
     tests/ift/train/test_trainers.py checks the result against ift.losses.orpo_loss.
 
-    With ``lean.memory_efficient`` (ift.train.lean_head) the forward needs the response positions only: the loss needs
-    nothing else. TRL's ``get_batch_loss_metrics`` reads the chosen and rejected logits only as
-    ``logits.detach().mean()`` (its ``logits/*`` metrics, over every position and the vocabulary); the lean forward
-    hands it those two means, from the lean head's ``all_mean_logits``, instead of logits.
+    With ``lean.memory_efficient`` the forward scores the response positions only (ift.train.lean_head.LeanPairMixin);
+    TRL's ``logits/*`` metrics average over every position but the last (its ``logits[:, :-1]``).
     """
     from trl.experimental.orpo import ORPOTrainer
 
-    from ift import losses
-    from ift.train.lean_head import LeanHeadMixin
+    from ift.train.lean_head import LeanPairMixin
 
-    class ResponseNLLORPOTrainer(LeanHeadMixin, ORPOTrainer):
-        trl_installs_head = False  # TRL's ORPOTrainer holds full logits
-        lean_outputs = ("all_mean_logits",)
-
+    class ResponseNLLORPOTrainer(LeanPairMixin, ORPOTrainer):
         def concatenated_forward(self, model, batch):
             if not self.lean.memory_efficient:
                 outputs = list(super().concatenated_forward(model, batch))
                 outputs[4] = -outputs[0].mean()  # the formula's NLL: response only, per-sequence mean
                 return tuple(outputs)
-            if self.is_encoder_decoder or self.aux_loss_enabled:
-                raise NotImplementedError("ORPO with memory_efficient: true supports decoder-only models without "
-                                          "a router loss; set method.memory_efficient=false")
-            # chosen rows first, then rejected, padded to one length: TRL's own concatenation
-            both = self.concatenated_inputs(batch, padding_value=self.padding_value, device=self.accelerator.device)
-            scores = self.lean_head_output(model, both["concatenated_input_ids"], both["concatenated_attention_mask"],
-                                           both["concatenated_labels"])
-            # TRL divides by the token count as it is; a response without tokens (which TRL's tokenisation does not
-            # produce) would give 0 here instead of TRL's NaN
-            mean_logps = losses.sequence_logps(scores.log_probs, scores.label_mask, average=True)
-            pairs = batch["chosen_labels"].shape[0]
-            chosen, rejected = mean_logps[:pairs], mean_logps[pairs:]
-            position_means = scores.all_mean_logits
-            return chosen, rejected, position_means[:pairs].mean(), position_means[pairs:].mean(), -chosen.mean()
+            chosen, rejected, chosen_means, rejected_means = self.lean_pair_logps(model, batch, self.padding_value)
+            return chosen, rejected, chosen_means[:, :-1].mean(), rejected_means[:, :-1].mean(), -chosen.mean()
 
     return ResponseNLLORPOTrainer
+
+
+def simpo_trainer_class():
+    """TRL's CPOTrainer as SimPO, with the ``memory_efficient`` switch (defined lazily: trl.experimental import).
+
+    SimPO's loss needs each answer's mean response log-prob only, as ORPO's does, from the same concatenated batch
+    (CPOTrainer tokenises and concatenates as ORPOTrainer does): with ``lean.memory_efficient`` they come from the lean
+    head (ift.train.lean_head.LeanPairMixin) and TRL's ``cpo_loss`` and metrics run on them unchanged. TRL's
+    ``logits/*`` metrics average over every position, the last included (CPO keeps it); its ``nll_loss`` is 0
+    (``cpo_alpha=0``). The lean path covers SimPO only: another ``loss_type`` sums the log-probs and ``cpo_alpha`` adds
+    an NLL term, neither of which it computes, so they are refused rather than trained wrongly.
+    tests/ift/train/test_lean_head.py checks it against TRL's own CPOTrainer (float64: loss, gradients, metrics).
+    """
+    import torch
+    from trl.experimental.cpo import CPOTrainer
+
+    from ift.train.lean_head import LeanPairMixin
+
+    class SimPOTrainer(LeanPairMixin, CPOTrainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            if self.lean.memory_efficient and (self.loss_type != "simpo" or self.cpo_alpha != 0):
+                raise ValueError(f"method.memory_efficient=true covers CPOTrainer as SimPO only (loss_type simpo, "
+                                 f"cpo_alpha 0), got loss_type={self.loss_type!r}, cpo_alpha={self.cpo_alpha}; set "
+                                 "method.memory_efficient=false")
+
+        def concatenated_forward(self, model, batch):
+            if not self.lean.memory_efficient:
+                return super().concatenated_forward(model, batch)
+            chosen, rejected, chosen_means, rejected_means = self.lean_pair_logps(model, batch, self.pad_token_id)
+            no_nll = torch.zeros((), device=self.accelerator.device)  # TRL's own value at cpo_alpha 0
+            return chosen, rejected, chosen_means.mean(), rejected_means.mean(), no_nll
+
+    return SimPOTrainer

@@ -39,6 +39,8 @@ def no_model_loading(monkeypatch):
         (["method=simpo", "method.gamma_beta_ratio=-0.8"], r"method\.gamma_beta_ratio"),
         (["method=simpo", "~method.gamma_beta_ratio"], r"method\.gamma_beta_ratio"),
         (["method=simpo", "+method.gamma=1.6"], r"method\.gamma\b"),
+        (["method=simpo", "method.memory_efficient=no"], r"method\.memory_efficient"),
+        (["method=simpo", "method.chunk_size=0"], r"method\.chunk_size"),
         (["method=tdpo", "method.beta=-0.1"], r"method\.beta"),
         (["method=tdpo", "method.variant=tdpo3"], r"method\.variant"),
         (["method=tdpo", "method.alpha=-0.5"], r"method\.alpha"),

@@ -1,7 +1,8 @@
 """The lean LM head (ift.train.lean_head, ``memory_efficient: true``) against TRL's own trainers and a plain reference.
 
 For each of SFT (TRL's token mean; our per-sequence mean), DPO (with a reference model, and with precomputed
-reference log-probs) and ORPO (ours, TRL's with the response-only NLL term), the lean trainer and the same trainer
+reference log-probs), ORPO (ours, TRL's with the response-only NLL term) and SimPO (TRL's CPOTrainer, loss_type simpo),
+the lean trainer and the same trainer
 with ``memory_efficient: false`` (TRL's fused LM head, or the full logits) are built by the real builder
 (ift.train.trainers.build_trainer) from the same float64 weights:
 
@@ -14,7 +15,7 @@ with ``memory_efficient: false`` (TRL's fused LM head, or the full logits) are b
   position: the measurement sees them).
 
 The DPO policy is perturbed away from its reference, so the loss is not log 2. 2-process DDP:
-tests/distributed/test_distributed.py.
+tests/distributed/test_distributed.py. TDPO never gets the lean head (its KL needs full logits): tested last.
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ METHODS = {
     "dpo": ({"name": "dpo", "beta": 0.1}, "pairs"),
     "dpo_precomputed": ({"name": "dpo", "beta": 0.1, "precompute_ref_log_probs": True}, "pairs"),
     "orpo": ({"name": "orpo", "beta": 0.25}, "pairs"),
+    "simpo": ({"name": "simpo", "beta": 2.0, "gamma_beta_ratio": 0.8}, "pairs"),
 }
+PAIR_METHODS = ("orpo", "simpo")  # TRL's concatenated chosen/rejected batches (ift.train.lean_head.LeanPairMixin)
 # TRL's logged values, per trainer (all of them: a lean trainer must log what TRL's logs, with the same values)
 LOGGED = {
     "sft_token_mean": {"entropy", "mean_token_accuracy", "num_tokens"},
@@ -44,6 +47,8 @@ LOGGED = {
             "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen", "logps/rejected"},
     "orpo": {"rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/rejected",
              "logps/chosen", "logits/rejected", "logits/chosen", "nll_loss", "log_odds_ratio", "log_odds_chosen"},
+    "simpo": {"rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/rejected",
+              "logps/chosen", "logits/rejected", "logits/chosen", "nll_loss"},
 }
 LOGGED["dpo_precomputed"] = LOGGED["dpo"]
 BIG_VOCAB = 512  # the memory test's model: full logits then dwarf every other activation
@@ -112,7 +117,7 @@ def _trainer(directory, tok, tmp_path, method, *, memory_efficient, batch=4, acc
 
 
 def _logged(trainer) -> dict[str, list[float]]:
-    metrics = trainer._stored_metrics if hasattr(trainer, "_stored_metrics") else trainer._metrics  # ORPO | TRL's
+    metrics = trainer._stored_metrics if hasattr(trainer, "_stored_metrics") else trainer._metrics  # ORPO, CPO | TRL's
     return metrics["train"]
 
 
@@ -153,14 +158,21 @@ def _naive_loss(method, policy, reference, batch):
         n = policy_sums.shape[0] // 2  # chosen rows first, then the rejected ones
         margin = (policy_sums[:n] - ref_sums[:n]) - (policy_sums[n:] - ref_sums[n:])
         return -F.logsigmoid(0.1 * margin).mean()
-    means = {}
+    chosen, rejected = _naive_pair_means(policy, batch)
+    if method == "simpo":  # β 2, γ = 0.8 β
+        return -F.logsigmoid(2.0 * (chosen - rejected) - 1.6).mean()
+    log_odds = (chosen - rejected) - (torch.log1p(-chosen.exp()) - torch.log1p(-rejected.exp()))
+    return (-chosen - 0.25 * F.logsigmoid(log_odds)).mean()
+
+
+def _naive_pair_means(policy, batch):
+    """Each side's mean response log-prob, from the chosen and the rejected rows run on their own."""
+    means = []
     for side in ("chosen", "rejected"):
         logps, mask = _naive_logps(policy, batch[f"{side}_input_ids"], batch[f"{side}_attention_mask"],
                                    batch[f"{side}_labels"])
-        means[side] = logps.sum(-1) / mask.sum(-1)
-    chosen, rejected = means["chosen"], means["rejected"]
-    log_odds = (chosen - rejected) - (torch.log1p(-chosen.exp()) - torch.log1p(-rejected.exp()))
-    return (-chosen - 0.25 * F.logsigmoid(log_odds)).mean()
+        means.append(logps.sum(-1) / mask.sum(-1))
+    return means
 
 
 def _assert_same_grads(got, want, tol, what):
@@ -203,14 +215,13 @@ def test_lean_head_equals_trl_loss_gradients_and_metrics_float64(saved, tok, tmp
                        f"{method} lean vs the full-logits reference")
     if method.startswith("dpo"):
         assert abs(float(expected) - float(torch.log(torch.tensor(2.0)))) > 1e-3  # the reference term matters
-    if method == "orpo":
+    if method in PAIR_METHODS:
         with torch.no_grad():
             chosen, rejected, _, _, nll = lean.concatenated_forward(lean.model, batch)
-            means = [_naive_logps(policy, batch[f"{side}_input_ids"], batch[f"{side}_attention_mask"],
-                                  batch[f"{side}_labels"]) for side in ("chosen", "rejected")]
-        for got, (logps, mask) in zip((chosen, rejected), means):
-            torch.testing.assert_close(got, logps.sum(-1) / mask.sum(-1), **EXACT_TOL)
-        torch.testing.assert_close(nll, -chosen.mean(), rtol=0, atol=0)
+            means = _naive_pair_means(policy, batch)
+        for got, want in zip((chosen, rejected), means):
+            torch.testing.assert_close(got, want, **EXACT_TOL)
+        torch.testing.assert_close(nll, -chosen.mean() if method == "orpo" else torch.zeros(()), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("method", list(METHODS))
@@ -257,7 +268,7 @@ def _response_positions(method, batch) -> int:
 
 
 def _all_positions(method, batch) -> int:
-    if method == "orpo":  # both sides padded to one length, as TRL concatenates them
+    if method in PAIR_METHODS:  # both sides padded to one length, as TRL concatenates them
         return 2 * batch["chosen_input_ids"].shape[0] * (max(batch["chosen_input_ids"].shape[1],
                                                               batch["rejected_input_ids"].shape[1]) - 1)
     return batch["input_ids"].shape[0] * (batch["input_ids"].shape[1] - 1)
@@ -281,7 +292,8 @@ def test_lean_head_scores_only_the_response_positions_one_chunk_at_a_time(tok, t
 @pytest.mark.parametrize("num_items_in_batch", [None, 7])
 def test_lean_head_output_fields_equal_the_full_logits(tok, num_items_in_batch):
     """Every field TRL reads, from a model patched with add_lean_lm_head, against the model's own float64 logits:
-    log-probs, mask, entropy, top-1, mean logits (0 / False off the response), the mean at every position, and TRL's
+    log-probs, mask, entropy, top-1, mean logits (0 / False off the response), the mean at every position (the last
+    one too), and TRL's
     ``loss`` (normalised by the response tokens, or by ``num_items_in_batch``)."""
     from ift.train.lean_head import OUTPUTS, add_lean_lm_head
 
@@ -292,7 +304,8 @@ def test_lean_head_output_fields_equal_the_full_logits(tok, num_items_in_batch):
     labels[:, :4] = -100
     labels[1, 7:] = -100
     with torch.no_grad():
-        logits = model(input_ids=ids).logits[:, :-1]
+        every_position = model(input_ids=ids).logits
+    logits = every_position[:, :-1]  # the positions that have a next label
     add_lean_lm_head(model, 2, OUTPUTS)
     out = model(input_ids=ids, labels=labels, fused_lm_head=True, num_items_in_batch=num_items_in_batch)
     mask = labels[:, 1:] != -100
@@ -304,7 +317,7 @@ def test_lean_head_output_fields_equal_the_full_logits(tok, num_items_in_batch):
     top1 = (logits.argmax(-1) == labels[:, 1:]) & mask
     assert torch.equal(out.is_top1, top1) and top1.any() and (mask & ~top1).any()
     torch.testing.assert_close(out.mean_logits, logits.mean(-1).masked_fill(~mask, 0), **EXACT_TOL)
-    torch.testing.assert_close(out.all_mean_logits, logits.mean(-1), **EXACT_TOL)
+    torch.testing.assert_close(out.all_mean_logits, every_position.mean(-1), **EXACT_TOL)
     count = mask.sum() if num_items_in_batch is None else num_items_in_batch
     torch.testing.assert_close(out.loss, -expected.sum() / count, **EXACT_TOL)
 
@@ -370,3 +383,21 @@ def test_tdpo_never_gets_the_lean_head_and_runs_on_full_logits(saved, tok, tmp_p
     batch = next(iter(tdpo.get_train_dataloader()))
     loss, outputs = tdpo.compute_loss(tdpo.model, batch, return_outputs=True)
     assert loss.isfinite() and outputs.logits.shape == (*batch["input_ids"].shape, tdpo.model.config.vocab_size)
+
+
+def test_simpo_lean_head_refuses_the_cpo_losses_it_does_not_compute(saved, tok, tmp_path):
+    """The lean CPOTrainer computes SimPO's mean log-probs and no NLL term: another loss_type (summed log-probs) or
+    cpo_alpha > 0 (CPO's NLL) is refused, naming the switch; with memory_efficient false both are TRL's own."""
+    from datasets import Dataset
+    from trl.experimental.cpo import CPOConfig
+
+    from ift.train.lean_head import LeanOptions
+    from ift.train.trainers import simpo_trainer_class
+
+    for options in ({"loss_type": "sigmoid", "cpo_alpha": 0.0}, {"loss_type": "simpo", "cpo_alpha": 1.0}):
+        args = CPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none", max_length=64,
+                         **options)
+        build = dict(model=_load(saved), args=args, train_dataset=Dataset.from_list(pref_rows(4)), processing_class=tok)
+        with pytest.raises(ValueError, match="memory_efficient"):
+            simpo_trainer_class()(**build, lean=LeanOptions(True, 8))
+        assert simpo_trainer_class()(**build, lean=LeanOptions(False, 8)).loss_type == options["loss_type"]
