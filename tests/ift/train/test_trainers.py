@@ -158,6 +158,7 @@ def test_our_simpo_trainer_is_trl_cpo_computing_the_simpo_formula(saved_tiny, tm
     """method=simpo builds TRL's CPOTrainer whose loss is exactly ift.losses.simpo_loss (β 2, γ/β 0.8, no NLL)."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM
+    from trl.experimental.cpo import CPOTrainer
 
     from ift.train.trainers import build_trainer
 
@@ -167,7 +168,7 @@ def test_our_simpo_trainer_is_trl_cpo_computing_the_simpo_formula(saved_tiny, tm
     trainer = build_trainer({"name": "simpo", "beta": 2.0, "gamma_beta_ratio": 0.8}, model=model, tokenizer=tok,
                             dataset=Dataset.from_list(pref_rows(8, seed=8)), common_args=_common_args(tmp_path),
                             max_length=64)
-    assert type(trainer).__name__ == "CPOTrainer" and trainer.loss_type == "simpo" and trainer.cpo_alpha == 0
+    assert isinstance(trainer, CPOTrainer) and trainer.loss_type == "simpo" and trainer.cpo_alpha == 0
     assert trainer.simpo_gamma == pytest.approx(1.6) and trainer.beta == 2.0
     batch = next(iter(trainer.get_train_dataloader()))
     with torch.no_grad():
