@@ -7,6 +7,9 @@ tdpo -> TDPOTrainer (DPOTrainer + token-level DPO's loss; reference = the initia
 orpo -> ResponseNLLORPOTrainer (TRL's ORPOTrainer, NLL fixed)
 simpo -> SimPOTrainer (TRL's CPOTrainer, trl.experimental.cpo, with loss_type simpo and no NLL term)
 
+Every method trains on the conversation exactly as the chat template renders it: ORPO and SimPO tokenise rows as SFT
+and DPO do (TemplatePairTokens), not as TRL's ORPOTrainer and CPOTrainer would (a BOS and a second end-of-turn token).
+
 SFT, DPO, ORPO and SimPO take ``memory_efficient`` and ``chunk_size`` from the method node: their log-probs come from
 the lean LM head (ift.train.lean_head) or, with ``memory_efficient: false``, from each trainer's own path as before.
 TDPO takes neither: its KL needs full logits (ift.train.tdpo_trainer).
@@ -141,6 +144,34 @@ def _quiet_untrackable_token_count() -> None:
         trainer_logger.addFilter(_UntrackableTokenCount())
 
 
+class TemplatePairTokens:
+    """ORPOTrainer's and CPOTrainer's ``tokenize_row``, giving the sequences and labels SFT and DPO train on.
+
+    TRL's (``trl.experimental``, TRL 1.16) tokenises the rendered prompt and answers, then prepends the BOS to a prompt
+    not starting with it and appends the EOS to an answer not ending with it. A chat template ends an answer's turn
+    with the EOS and a newline (the world's ``</s>\\n``, ChatML's ``<|im_end|>\\n``), so every answer got a second EOS
+    to train on, and with the world's template every sequence a ``<s>`` that SFT, DPO and evaluation never show the
+    model. Here the row is ``prompt + answer`` exactly as rendered, split where DPO splits it
+    (ift.data.fit.rendered_pair_ids, which also predicts the rows that do not fit); the rest is TRL's: an answer is cut
+    to ``max_length`` minus the prompt, the prompt never, labels -100 on the prompt, the same keys.
+    tests/ift/train/test_trainers.py compares the trained tokens with SFT's and DPO's.
+    """
+
+    def tokenize_row(self, feature, model=None):
+        if self.is_encoder_decoder:  # encoder input and labels apart, no split to make (no such model here)
+            return super().tokenize_row(feature, model)
+        from ift.data.fit import rendered_pair_ids
+
+        start, *sides = rendered_pair_ids(self.processing_class, feature["prompt"], feature["chosen"],
+                                          feature["rejected"])
+        row = {"prompt_input_ids": sides[0][:start], "prompt_attention_mask": [1] * start}
+        for side, ids in zip(("chosen", "rejected"), sides):
+            ids = ids[:max(self.max_length, start)]  # TRL's cut (a prompt that fills max_length: ift.data.fit)
+            row |= {f"{side}_input_ids": ids, f"{side}_attention_mask": [1] * len(ids),
+                    f"{side}_labels": [-100] * start + ids[start:]}
+        return row
+
+
 def response_nll_orpo_trainer_class():
     """TRL's ORPOTrainer with the ORPO formula's NLL term (docs/design.md), defined lazily (trl.experimental import).
 
@@ -156,7 +187,7 @@ def response_nll_orpo_trainer_class():
 
     from ift.train.lean_head import LeanPairMixin
 
-    class ResponseNLLORPOTrainer(LeanPairMixin, ORPOTrainer):
+    class ResponseNLLORPOTrainer(TemplatePairTokens, LeanPairMixin, ORPOTrainer):
         def concatenated_forward(self, model, batch):
             if not self.lean.memory_efficient:
                 outputs = list(super().concatenated_forward(model, batch))
@@ -184,7 +215,7 @@ def simpo_trainer_class():
 
     from ift.train.lean_head import LeanPairMixin
 
-    class SimPOTrainer(LeanPairMixin, CPOTrainer):
+    class SimPOTrainer(TemplatePairTokens, LeanPairMixin, CPOTrainer):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             if self.lean.memory_efficient and (self.loss_type != "simpo" or self.cpo_alpha != 0):

@@ -117,7 +117,7 @@ def test_a_line_that_is_not_json_is_named_by_file_and_line(tmp_path):
 
 # ---------------------------------------------------------------- 2./3. rows the trainer would train on nothing
 
-MAX_LENGTH = 14  # tokens; the rows below put 9 + k prompt tokens (10 + k for ORPO, which adds BOS) first
+MAX_LENGTH = 14  # tokens; the rows below put 9 + k prompt tokens first (every trainer alike)
 
 
 def _question(k: int) -> str:
@@ -196,6 +196,20 @@ def test_the_rows_counted_as_not_fitting_are_exactly_the_rows_trl_leaves_untrain
     assert predicted == trained
     assert 0 < len(trained) < len(rows)  # the boundary lies inside the rows
 
+
+
+@pytest.mark.parametrize("method", ["orpo", "simpo"])
+def test_a_pair_trainer_trains_nothing_on_an_empty_answer_and_the_row_is_counted(method, saved_tiny, tmp_path):
+    """Text rows, which no chat template ends: ORPO and SimPO add no EOS of their own, so an empty answer has no
+    token (a NaN mean log-prob); the row is predicted not to fit whatever max_length is."""
+    from tiny_lm import tiny_tokenizer
+
+    rows = [{"prompt_id": "empty", "prompt": "what color is the zorb ?", "chosen": "", "rejected": " red ."},
+            {"prompt_id": "both", "prompt": "what color is the zorb ?", "chosen": " blue .", "rejected": " red ."}]
+    trainer = real_trainer(method, datasets.Dataset.from_list(rows), saved_tiny, tmp_path)
+    assert rows_trained_on(method, trainer) == {"both"}
+    defects = [fit_defect(tiny_tokenizer(), row, METHODS[method].tokenised_as, 1000) for row in rows]
+    assert defects[1] is None and "the answer adds no token" in defects[0].detail
 
 def world_files(tmp_path: Path, prompt_lengths: list[int], extra_prefs: list[dict] = ()) -> DataConfig:
     """Chat and preference JSONL files in the hub schemas whose prompts have the given extra lengths."""
