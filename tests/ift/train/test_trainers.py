@@ -317,9 +317,10 @@ def chatml_tokenizer():
     return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
 
 
-def _collated_tokens(method, tok, directory, tmp_path, max_length=256) -> dict[str, tuple[list, list]]:
+def _collated_tokens(method, tok, directory, tmp_path, max_length=256) -> dict[str, tuple[list, list | None]]:
     """side -> (the token ids of the sequence, its labels: -100 where nothing is trained) in the first collated batch
-    of ``method``'s trainer built on TOKEN_ROW alone, padding removed."""
+    of ``method``'s trainer built on TOKEN_ROW alone, padding removed; ORPO's and CPO's batches also hold the prompt
+    alone ("prompt": its ids, no labels), which their generation during evaluation starts from."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM
 
@@ -350,8 +351,9 @@ def _collated_tokens(method, tok, directory, tmp_path, max_length=256) -> dict[s
         labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)
         return {side: unpadded(batch["input_ids"][i], batch["attention_mask"][i], labels[i])
                 for i, side in enumerate(("chosen", "rejected"))}
-    return {side: unpadded(batch[f"{side}_input_ids"][0], batch[f"{side}_attention_mask"][0],
-                           batch[f"{side}_labels"][0]) for side in ("chosen", "rejected")}
+    sides = {side: unpadded(batch[f"{side}_input_ids"][0], batch[f"{side}_attention_mask"][0], batch[f"{side}_labels"][0])
+             for side in ("chosen", "rejected")}
+    return {"prompt": (batch["prompt_input_ids"][0][batch["prompt_attention_mask"][0].bool()].tolist(), None), **sides}
 
 
 @pytest.mark.parametrize("tokenizer", ["world_tokenizer", "chatml_tokenizer"])
@@ -364,7 +366,7 @@ def test_every_trainer_trains_on_the_answer_as_the_chat_template_renders_it(toke
     directory = tmp_path / "model"
     tiny_model(tok, seed=3).save_pretrained(directory)  # DPO loads its reference from the policy's checkpoint
     prompt_ids = tok.apply_chat_template(TOKEN_ROW["prompt"], add_generation_prompt=True, return_dict=True)["input_ids"]
-    expected = {}
+    expected = {"prompt": (prompt_ids, None)}
     for side in ("chosen", "rejected"):
         rendered = tok.apply_chat_template(TOKEN_ROW["prompt"] + TOKEN_ROW[side], return_dict=True)["input_ids"]
         answer = rendered[len(prompt_ids):]
@@ -374,7 +376,7 @@ def test_every_trainer_trains_on_the_answer_as_the_chat_template_renders_it(toke
 
     for method in OURS:
         got = _collated_tokens(method, tok, directory, tmp_path)
-        assert set(got) == ({"chosen"} if method == "sft" else {"chosen", "rejected"})
+        assert set(got) == {"sft": {"chosen"}, "dpo": {"chosen", "rejected"}}.get(method, set(expected))
         for side, tokens in got.items():
             assert tokens == expected[side], f"{method} {side}: {tok.convert_ids_to_tokens(tokens[0])}"
 
@@ -382,7 +384,9 @@ def test_every_trainer_trains_on_the_answer_as_the_chat_template_renders_it(toke
     added_bos = [] if prompt_ids[0] == bos else [bos]
     assert added_bos == ([bos] if tokenizer == "world_tokenizer" else [])  # ChatML begins with its BOS
     for method in TRLS:
-        for side, (ids, labels) in _collated_tokens(method, tok, directory, tmp_path).items():
+        got = _collated_tokens(method, tok, directory, tmp_path)
+        assert got.pop("prompt") == (added_bos + prompt_ids, None)
+        for side, (ids, labels) in got.items():
             rendered, trained = expected[side]
             assert (ids, labels) == (added_bos + rendered + [eos], [-100] * len(added_bos) + trained + [eos]), method
 
@@ -395,7 +399,9 @@ def test_an_answer_cut_by_max_length_keeps_the_same_first_tokens_in_every_traine
     prompt_ids = tok.apply_chat_template(TOKEN_ROW["prompt"], add_generation_prompt=True, return_dict=True)["input_ids"]
     cut = len(prompt_ids) + 3
     for method in OURS:
-        for side, (ids, labels) in _collated_tokens(method, tok, directory, tmp_path, max_length=cut).items():
+        got = _collated_tokens(method, tok, directory, tmp_path, max_length=cut)
+        assert got.pop("prompt", (prompt_ids, None)) == (prompt_ids, None)  # never cut
+        for side, (ids, labels) in got.items():
             rendered = tok.apply_chat_template(TOKEN_ROW["prompt"] + TOKEN_ROW[side], return_dict=True)["input_ids"]
             assert ids == rendered[:cut] and labels == [-100] * len(prompt_ids) + rendered[len(prompt_ids):cut], \
                 f"{method} {side}"
