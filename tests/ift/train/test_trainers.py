@@ -392,7 +392,8 @@ def test_every_trainer_trains_on_the_answer_as_the_chat_template_renders_it(toke
 
 
 def test_an_answer_cut_by_max_length_keeps_the_same_first_tokens_in_every_trainer(world_tokenizer, tmp_path):
-    """max_length 3 tokens past the prompt: each trainer keeps the whole prompt and the answer's first 3 tokens."""
+    """max_length 3 tokens past the prompt: each trainer keeps the whole prompt and the answer's first 3 tokens. Under
+    the prompt's length ORPO and SimPO keep the prompt whole, as TRL's do (SFT and DPO drop the row)."""
     tok = world_tokenizer
     directory = tmp_path / "model"
     tiny_model(tok, seed=3).save_pretrained(directory)
@@ -405,3 +406,6 @@ def test_an_answer_cut_by_max_length_keeps_the_same_first_tokens_in_every_traine
             rendered = tok.apply_chat_template(TOKEN_ROW["prompt"] + TOKEN_ROW[side], return_dict=True)["input_ids"]
             assert ids == rendered[:cut] and labels == [-100] * len(prompt_ids) + rendered[len(prompt_ids):cut], \
                 f"{method} {side}"
+    for method in ("orpo", "simpo"):  # a prompt that fills max_length: kept whole, no answer token (ift.data.fit)
+        for side, (ids, labels) in _collated_tokens(method, tok, directory, tmp_path, len(prompt_ids) - 2).items():
+            assert (ids, labels) == (prompt_ids, None if side == "prompt" else [-100] * len(prompt_ids)), method
