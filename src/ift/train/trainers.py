@@ -150,7 +150,7 @@ class TemplatePairTokens:
     TRL's (``trl.experimental``, TRL 1.16) tokenises the rendered prompt and answers, then prepends the BOS to a prompt
     not starting with it and appends the EOS to an answer not ending with it. A chat template ends an answer's turn
     with the EOS and a newline (the world's ``</s>\\n``, ChatML's ``<|im_end|>\\n``), so every answer got a second EOS
-    to train on, and with the world's template every sequence a ``<s>`` that SFT, DPO and evaluation never show the
+    to train on, and with the world's template every sequence a ``<s>`` that SFT, DPO and generation never show the
     model. Here the row is ``prompt + answer`` exactly as rendered, split where DPO splits it
     (ift.data.fit.rendered_pair_ids, which also predicts the rows that do not fit); the rest is TRL's: an answer is cut
     to ``max_length`` minus the prompt, the prompt never, labels -100 on the prompt, the same keys.
