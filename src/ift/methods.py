@@ -63,8 +63,9 @@ def sft_reduction(node) -> str:
 
 
 def lean_head(node, where: str = "method") -> tuple[bool, int]:
-    """An SFT, DPO, ORPO or SimPO node's ``memory_efficient`` and ``chunk_size`` (ift.train.lean_head), checked;
-    absent keys get the defaults of every conf/method file that has them (true, 1024)."""
+    """An SFT, DPO, ORPO or SimPO node's (or a start-point recipe's, ``where="trainer.pretrain"``)
+    ``memory_efficient`` and ``chunk_size`` (ift.train.lean_head), checked; absent keys get the defaults of every
+    conf/method and conf/trainer file that has them (true, 1024)."""
     from ift.logprobs import DEFAULT_CHUNK_SIZE
 
     memory_efficient = node.get("memory_efficient", True)

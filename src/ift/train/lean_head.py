@@ -1,9 +1,11 @@
 """The lean LM head: label log-probs of the response positions only, through ift.logprobs' one chunked kernel.
 
-``memory_efficient: true`` (conf/method/{sft,dpo,orpo,simpo,sft_dpo}.yaml) gives SFT, DPO, ORPO and SimPO the path
-IFT's pass 2 has: the decoder's final hidden states of the positions whose next label counts are scored
-``chunk_size`` rows at a time (``ift.logprobs.chunked_label_scores``), each chunk's logits recomputed in backward, and
-no full-vocabulary logits are ever held. Prompt and padding positions are not scored at all.
+``memory_efficient: true`` (conf/method/{sft,dpo,orpo,simpo,sft_dpo}.yaml; for the two start points the
+``pretrain:`` and ``sft_beta:`` recipes of conf/trainer, ift.train.start_points) gives SFT, DPO, ORPO, SimPO and the
+start points' SFTTrainer the path IFT's pass 2 has: the decoder's final hidden states of the positions whose next label
+counts are scored ``chunk_size`` rows at a time (``ift.logprobs.chunked_label_scores``), each chunk's logits
+recomputed in backward, and no full-vocabulary logits are ever held. Prompt and padding positions are not scored at
+all (in pretraining on packed blocks every position but padding has a label, so every one is scored).
 
 One data path for every method. TRL's SFTTrainer and DPOTrainer already ask the model for per-token log-probs, not
 logits: they patch it with ``trl.trainer.utils.add_fused_lm_head`` and call
@@ -58,10 +60,17 @@ _LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "output_multiplie
 
 @dataclass(frozen=True)
 class LeanOptions:
-    """A method's ``memory_efficient`` and ``chunk_size`` (checked by ift.methods.lean_head)."""
+    """A method's (or a start-point recipe's) ``memory_efficient`` and ``chunk_size``."""
 
     memory_efficient: bool = True
     chunk_size: int = logprobs.DEFAULT_CHUNK_SIZE
+
+    @classmethod
+    def of(cls, node, where: str = "method") -> LeanOptions:
+        """``node``'s two keys, checked by ift.methods.lean_head (a ConfigError names ``<where>.<key>``)."""
+        from ift.methods import lean_head
+
+        return cls(*lean_head(node, where))
 
 
 def base_model(model):

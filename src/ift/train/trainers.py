@@ -35,10 +35,9 @@ def build_trainer(method: Mapping, *, model, tokenizer, dataset, common_args: di
 
 def lean_options(method: Mapping):
     """The method node's ``memory_efficient`` and ``chunk_size`` (ConfigError naming a bad one)."""
-    from ift.methods import lean_head
     from ift.train.lean_head import LeanOptions
 
-    return LeanOptions(*lean_head(method))
+    return LeanOptions.of(method)
 
 
 def sft_trainer(method: Mapping, *, model, tokenizer, dataset, common_args: dict, max_length: int, callbacks):

@@ -401,3 +401,117 @@ def test_simpo_lean_head_refuses_the_cpo_losses_it_does_not_compute(saved, tok, 
         with pytest.raises(ValueError, match="memory_efficient"):
             simpo_trainer_class()(**build, lean=LeanOptions(True, 8))
         assert simpo_trainer_class()(**build, lean=LeanOptions(False, 8)).loss_type == options["loss_type"]
+
+
+# ---- the start points' SFTTrainer (ift.train.start_points): base's pretraining on packed blocks, sft_beta's SFT ----
+
+def _corpus_rows(n=12, seed=5) -> list[dict]:
+    """Plain-text documents of ragged length, as the world's corpus (base packs them into blocks)."""
+    import random
+
+    from tiny_lm import WORDS
+
+    rng = random.Random(seed)
+    return [{"text": " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 12))) + " ."} for _ in range(n)]
+
+
+def _start_point_trainer(directory, tok, root, stage, *, memory_efficient, batch=4, accumulation=1, chunk_size=5):
+    """The stage's real trainer (start_points.start_point_trainer, the stage's own SFT settings) on fresh float64
+    weights, its recipe (conf/trainer/smoke.yaml) overridden to one SGD step of lr 1 without clipping."""
+    from datasets import Dataset
+
+    from conftest import compose
+    from ift.train.base import PRETRAIN_SFT_KWARGS
+    from ift.train.sft_beta import SFT_BETA_SFT_KWARGS
+    from ift.train.start_points import RECIPES, start_point_trainer
+
+    key = RECIPES[stage]
+    recipe = dict(per_device_train_batch_size=batch, gradient_accumulation_steps=accumulation, learning_rate=1.0,
+                  optim="sgd", lr_scheduler_type="constant", warmup_ratio=0.0, weight_decay=0.0, max_grad_norm=0.0,
+                  max_length=16 if stage == "base" else 64, memory_efficient=memory_efficient, chunk_size=chunk_size)
+    root = root / f"{stage}-{memory_efficient}-{batch}x{accumulation}-{chunk_size}"
+    cfg = compose(["profile=smoke", "logger=none", "trainer.logging_steps=1", f"+trainer.{key}.max_steps=1",
+                   *(f"trainer.{key}.{name}={value}" for name, value in recipe.items())], root=root)
+    rows = _corpus_rows() if stage == "base" else qa_rows(8, seed=5)
+    trainer = start_point_trainer(cfg, stage=stage, model=_load(directory), tokenizer=tok,
+                                  dataset=Dataset.from_list(rows),
+                                  sft_kwargs=PRETRAIN_SFT_KWARGS if stage == "base" else SFT_BETA_SFT_KWARGS)
+    trainer.args.disable_tqdm = True
+    _perturb(trainer.model)
+    return trainer
+
+
+@pytest.mark.parametrize("stage", ["base", "sft_beta"])
+def test_start_point_lean_head_equals_trl_loss_gradients_and_metrics_float64(saved, tok, tmp_path, stage):
+    """base: wrapped packing (blocks of max_length, every position a label, attention mask of ones, no padding-free
+    position ids); sft_beta: prompt/completion rows, the loss on the answers only. Lean = TRL's fused head to 1e-6,
+    and = the full float64 logits' token mean to 1e-10."""
+    from ift.train.lean_head import has_lean_head
+
+    lean = _start_point_trainer(saved, tok, tmp_path, stage, memory_efficient=True)
+    trl = _start_point_trainer(saved, tok, tmp_path, stage, memory_efficient=False)
+    assert has_lean_head(lean.model) and not has_lean_head(trl.model)
+    batch, trl_batch = next(iter(lean.get_train_dataloader())), next(iter(trl.get_train_dataloader()))
+    assert batch.keys() == trl_batch.keys() and all(torch.equal(batch[key], trl_batch[key]) for key in batch)
+    labelled, attended = batch["labels"][:, 1:] != -100, batch["attention_mask"].bool()
+    if stage == "base":  # the setup base.py trains on: blocks of max_length, labels = input ids, the last block padded
+        assert set(batch) == {"input_ids", "attention_mask", "labels"} and batch["input_ids"].shape == (4, 16)
+        assert torch.equal(batch["labels"], batch["input_ids"].masked_fill(~attended, -100))
+        assert attended.all(-1).sum() == 3 and torch.equal(labelled, attended[:, 1:])  # the short last block is here
+    else:  # the answers only: every row has prompt positions that are not scored
+        assert labelled.any() and not (labelled & ~attended[:, 1:]).any()
+        assert bool((labelled.sum(-1) < attended[:, 1:].sum(-1)).all())
+    lean_loss, lean_grads, lean_logged = _one_batch(lean, batch)
+    trl_loss, trl_grads, trl_logged = _one_batch(trl, trl_batch)
+
+    assert lean_loss.dtype == torch.float64 and len(lean_grads) == len(list(lean.model.parameters()))
+    torch.testing.assert_close(lean_loss, trl_loss, **TRL_TOL)
+    _assert_same_grads(lean_grads, trl_grads, TRL_TOL, f"{stage} lean vs TRL")
+    assert set(lean_logged) == set(trl_logged) == LOGGED["sft_token_mean"]
+    for key in LOGGED["sft_token_mean"]:
+        torch.testing.assert_close(torch.tensor(lean_logged[key]), torch.tensor(trl_logged[key]), **TRL_TOL,
+                                   msg=lambda m, key=key: f"{stage}: logged {key}: {m}")
+
+    policy = _load(saved)
+    _perturb(policy)
+    expected = _naive_loss("sft_token_mean", policy, None, batch)
+    expected.backward()
+    torch.testing.assert_close(lean_loss, expected.detach(), **EXACT_TOL)
+    _assert_same_grads(lean_grads, {name: p.grad for name, p in policy.named_parameters()}, EXACT_TOL,
+                       f"{stage} lean vs the full-logits reference")
+
+
+@pytest.mark.parametrize("stage", ["base", "sft_beta"])
+def test_start_point_lean_head_under_gradient_accumulation_equals_trl_on_the_whole_batch(saved, tok, tmp_path, stage):
+    """One SGD step of lr 1 through Trainer's own loop: lean with 2 micro-batches of 2 = TRL with 4 in one."""
+    steps = {}
+    for memory_efficient, batch, accumulation in ((True, 2, 2), (False, 4, 1)):
+        trainer = _start_point_trainer(saved, tok, tmp_path, stage, memory_efficient=memory_efficient, batch=batch,
+                                       accumulation=accumulation)
+        start = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
+        trainer.train()
+        deltas = {name: start[name] - p.detach() for name, p in trainer.model.named_parameters()}
+        steps[memory_efficient] = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry], deltas
+    (lean_losses, lean_deltas), (trl_losses, trl_deltas) = steps[True], steps[False]
+    assert len(lean_losses) == len(trl_losses) == 1
+    torch.testing.assert_close(torch.tensor(lean_losses), torch.tensor(trl_losses), **TRL_TOL)
+    assert any(float(delta.abs().max()) > 1e-3 for delta in trl_deltas.values())
+    _assert_same_grads(lean_deltas, trl_deltas, TRL_TOL, f"{stage}: GA 2x2 lean vs 4x1 TRL")
+
+
+@pytest.mark.parametrize("stage", ["base", "sft_beta"])
+def test_start_point_lean_head_holds_one_chunk_of_logits(tok, tmp_path, stage):
+    """The lean head never holds more than one chunk of vocabulary-wide rows, forward or backward; with a chunk larger
+    than the batch, exactly the labelled positions (base: every position of every block but padding)."""
+    directory = _save(tmp_path / "big_vocab", tok, vocab=BIG_VOCAB)
+    measured = {}
+    for chunk_size in (4, 10_000):
+        trainer = _start_point_trainer(directory, tok, tmp_path, stage, memory_efficient=True, chunk_size=chunk_size)
+        batch = next(iter(trainer.get_train_dataloader()))
+        with _VocabRows(BIG_VOCAB, trainer.model.config.hidden_size) as mode:
+            _one_batch(trainer, batch)
+        measured[chunk_size] = mode.rows
+    assert measured[4] == 4
+    assert measured[10_000] == _response_positions("sft_token_mean", batch)
+    if stage == "base":
+        assert measured[10_000] == int(batch["attention_mask"][:, 1:].sum())
