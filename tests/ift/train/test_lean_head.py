@@ -14,6 +14,9 @@ with ``memory_efficient: false`` (TRL's fused LM head, or the full logits) are b
   than the batch it scores exactly the response positions (TRL's fused head on CPU, and the full logits, score every
   position: the measurement sees them).
 
+The two start points' trainer (ift.train.start_points.start_point_trainer: TRL's SFTTrainer, with base's wrapped
+packing or sft_beta's answer-only loss) gets the same three checks against TRL's fused head.
+
 The DPO policy is perturbed away from its reference, so the loss is not log 2. 2-process DDP:
 tests/distributed/test_distributed.py. TDPO never gets the lean head (its KL needs full logits): tested last.
 """
