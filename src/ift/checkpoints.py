@@ -96,14 +96,31 @@ def load_causal_lm(ref: str | Path, *, what: str = "checkpoint", hint: str = "",
     return model, tokenizer
 
 
+def widen_tokenizer_window(model_config, tokenizer) -> None:
+    """Raise the tokenizer's ``model_max_length`` to the model's ``max_position_embeddings`` where it is lower: the
+    world tokenizer says 256 (the training length), the model reads 512."""
+    window = getattr(model_config, "max_position_embeddings", None)
+    if window and (tokenizer.model_max_length or 0) < window:
+        tokenizer.model_max_length = window
+
+
 def write_checkpoint(model, tokenizer, directory: str | Path, state_dict: dict | None = None) -> None:
     """Write model (safetensors) + tokenizer (with its chat template) into an existing directory.
+
+    The saved tokenizer's ``model_max_length`` is the model's window (:func:`widen_tokenizer_window`), which is what
+    the evaluation reads with, so that ``lm_eval`` run on the directory by hand sees the same window. The tokenizer
+    object itself keeps its value (a run may go on using it).
 
     ``state_dict``: the full weights to write instead of the model's own (a sharded FSDP/ZeRO-3 model's gathered
     full state dict; see ift.train.loop.save_run).
     """
     model.save_pretrained(directory, safe_serialization=True, state_dict=state_dict)
-    tokenizer.save_pretrained(directory)
+    kept = tokenizer.model_max_length
+    widen_tokenizer_window(model.config, tokenizer)
+    try:
+        tokenizer.save_pretrained(directory)
+    finally:
+        tokenizer.model_max_length = kept
 
 
 def save_checkpoint(model, tokenizer, out_dir: str | Path) -> Path:

@@ -16,6 +16,8 @@ position ``t`` predicts label ``t + 1``, so per-token log-probs are ``[B, L-1]``
 ``labels[:, 1:] != -100``.
 """
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
@@ -97,10 +99,14 @@ class _ChunkedLabelLogps(torch.autograd.Function):
     ``g · (onehot(target) - softmax)``, so one ``[chunk_size, V]`` float32 buffer exists at a time, in forward and in
     backward (plus its compute-dtype twin in half precision). The weight and bias gradients are accumulated over
     chunks in at least float32. Under autocast the matmuls run in the autocast dtype, as ``F.linear`` would.
+
+    With ``with_stats`` the forward also returns, without gradient, each row's entropy of the next-token distribution
+    and whether the target is the argmax (the first maximum, as ``argmax`` breaks ties): TRL's trainers log both.
+    That costs a second ``[chunk_size, V]`` buffer and three more passes over it; without it the outputs are None.
     """
 
     @staticmethod
-    def forward(ctx, rows, targets, weight, bias, chunk_size):
+    def forward(ctx, rows, targets, weight, bias, chunk_size, with_stats=False):
         device = rows.device.type
         compute = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else rows.dtype
         ctx.input_dtypes = (rows.dtype, weight.dtype, None if bias is None else bias.dtype)
@@ -111,22 +117,36 @@ class _ChunkedLabelLogps(torch.autograd.Function):
             out_dtype = torch.promote_types(compute, torch.float32)
             token_logps = torch.empty(rows.shape[0], dtype=out_dtype, device=rows.device)
             log_normalisers = torch.empty_like(token_logps)
+            entropy = torch.empty_like(token_logps) if with_stats else None
+            is_top1 = torch.empty(rows.shape[0], dtype=torch.bool, device=rows.device) if with_stats else None
             for start in range(0, rows.shape[0], chunk_size):
                 chunk = slice(start, start + chunk_size)
                 logits = at_least_float32(F.linear(rows[chunk], weight, bias))
                 target_logits = logits.gather(-1, targets[chunk, None]).squeeze(-1)
                 row_max = logits.amax(-1, keepdim=True)
-                # log-sum-exp in place (torch.logsumexp would allocate a second [chunk, V] temporary)
-                log_normalisers[chunk] = logits.sub_(row_max).exp_().sum(-1).log_() + row_max.squeeze(-1)
+                if with_stats:
+                    is_top1[chunk] = logits.argmax(-1) == targets[chunk]
+                    shifted = logits.sub_(row_max)
+                    weights = shifted.exp()
+                    total = weights.sum(-1)
+                    log_total = total.log()
+                    # H = log Σ e^z - Σ e^z·z / Σ e^z for z = logits - max (the max cancels)
+                    entropy[chunk] = log_total - weights.mul_(shifted).sum(-1) / total
+                    log_normalisers[chunk] = log_total + row_max.squeeze(-1)
+                else:
+                    # log-sum-exp in place (torch.logsumexp would allocate a second [chunk, V] temporary)
+                    log_normalisers[chunk] = logits.sub_(row_max).exp_().sum(-1).log_() + row_max.squeeze(-1)
                 token_logps[chunk] = target_logits - log_normalisers[chunk]
         ctx.save_for_backward(rows, targets, weight, bias, log_normalisers)
-        return token_logps
+        if with_stats:
+            ctx.mark_non_differentiable(entropy, is_top1)
+        return token_logps, entropy, is_top1
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_logps):
+    def backward(ctx, grad_logps, *_stats_grads):
         rows, targets, weight, bias, log_normalisers = ctx.saved_tensors
-        need_rows, _, need_weight, need_bias, _ = ctx.needs_input_grad
+        need_rows, _, need_weight, need_bias = ctx.needs_input_grad[:4]
         rows_dtype, weight_dtype, bias_dtype = ctx.input_dtypes
         accumulate = torch.promote_types(weight.dtype, torch.float32)
         grad_rows = torch.empty_like(rows) if need_rows else None
@@ -157,6 +177,7 @@ class _ChunkedLabelLogps(torch.autograd.Function):
             None if grad_weight is None else grad_weight.to(weight_dtype),
             None if grad_bias is None else grad_bias.to(bias_dtype),
             None,
+            None,
         )
 
 
@@ -177,12 +198,54 @@ def chunked_label_logps(
     the hidden states, the weight and the bias (cost: one extra LM-head matmul per chunk in backward). Logit
     soft-capping/scaling (absent in Mistral) is not applied.
     """
+    scored = chunked_label_scores(hidden_states, lm_head_weight, labels, chunk_size, lm_head_bias, ignore_index)
+    return scored.token_logps, scored.response_mask
+
+
+class LabelScores(NamedTuple):
+    """Per position ``[B, L-1]``: the label's log-prob, the response mask and, when asked for, the entropy of the
+    next-token distribution and whether the label is its argmax (0 / False off the mask; None when not asked for)."""
+
+    token_logps: torch.Tensor
+    response_mask: torch.Tensor
+    entropy: torch.Tensor | None = None
+    is_top1: torch.Tensor | None = None
+
+
+def chunked_label_scores(
+    hidden_states: torch.Tensor,
+    lm_head_weight: torch.Tensor,
+    labels: torch.Tensor,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    lm_head_bias: torch.Tensor | None = None,
+    ignore_index: int = IGNORE_INDEX,
+    with_stats: bool = False,
+) -> LabelScores:
+    """:func:`chunked_label_logps` and, with ``with_stats``, each response position's entropy and top-1 hit (no
+    gradient; computed from the same chunk of logits, see :class:`_ChunkedLabelLogps`)."""
     _check_chunk_size(chunk_size)
     rows, targets, index, response_mask = _response_rows(hidden_states, labels, lm_head_weight, ignore_index)
-    logps = _ChunkedLabelLogps.apply(rows, targets, lm_head_weight, lm_head_bias, chunk_size)
+    logps, entropy, is_top1 = _ChunkedLabelLogps.apply(rows, targets, lm_head_weight, lm_head_bias, chunk_size,
+                                                        with_stats)
     batch, length = labels.shape
-    token_logps = logps.new_zeros(batch * length).index_copy(0, index, logps)
-    return token_logps.view(batch, length)[:, :-1], response_mask
+
+    def scatter(values: torch.Tensor) -> torch.Tensor:
+        return values.new_zeros(batch * length).index_copy(0, index, values).view(batch, length)[:, :-1]
+
+    if not with_stats:
+        return LabelScores(scatter(logps), response_mask)
+    return LabelScores(scatter(logps), response_mask, scatter(entropy), scatter(is_top1))
+
+
+@torch.no_grad()
+def mean_logits(
+    hidden_states: torch.Tensor, lm_head_weight: torch.Tensor, lm_head_bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean over the vocabulary of the logits at every position ``[B, L]``, in at least float32, without the logits:
+    ``mean_v (h·W_v + b_v) = h · mean_v W_v + mean_v b_v``. No gradient (TRL logs it)."""
+    with torch.autocast(hidden_states.device.type, enabled=False):
+        means = at_least_float32(hidden_states) @ at_least_float32(lm_head_weight).mean(0)
+        return means if lm_head_bias is None else means + at_least_float32(lm_head_bias).mean()
 
 
 @torch.no_grad()

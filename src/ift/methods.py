@@ -62,16 +62,37 @@ def sft_reduction(node) -> str:
     return node.get("reduction", "token_mean")
 
 
+def lean_head(node, where: str = "method") -> tuple[bool, int]:
+    """An SFT, DPO, ORPO or SimPO node's (or a start-point recipe's, ``where="trainer.pretrain"``)
+    ``memory_efficient`` and ``chunk_size`` (ift.train.lean_head), checked; absent keys get the defaults of every
+    conf/method and conf/trainer file that has them (true, 1024)."""
+    from ift.logprobs import DEFAULT_CHUNK_SIZE
+
+    memory_efficient = node.get("memory_efficient", True)
+    require(isinstance(memory_efficient, bool),
+            f"{where}.memory_efficient must be true or false, got {memory_efficient!r}")
+    chunk_size = node.get("chunk_size", DEFAULT_CHUNK_SIZE)
+    require(isinstance(chunk_size, int) and not isinstance(chunk_size, bool) and chunk_size >= 1,
+            f"{where}.chunk_size must be a whole number >= 1 (positions per LM-head chunk), got {chunk_size!r}")
+    return memory_efficient, chunk_size
+
+
 def _check_sft(node, where: str) -> None:
     from ift.losses import REDUCTIONS  # the authors' per-sequence mean | TRL's token mean
 
     reduction = sft_reduction(node)
     require(reduction in REDUCTIONS, f"{where}.reduction={reduction!r} is unknown; choose one of {', '.join(REDUCTIONS)}")
+    lean_head(node, where)
 
 
 def _check_beta(node, where: str) -> None:
     beta = float(node.beta)
     require(beta > 0, f"{where}.beta must be > 0, got {beta}")
+
+
+def _check_preference(node, where: str) -> None:
+    _check_beta(node, where)
+    lean_head(node, where)
 
 
 def _check_ift(node, where: str) -> None:
@@ -87,7 +108,7 @@ def _check_ift(node, where: str) -> None:
 
 def _check_sft_dpo(node, where: str) -> None:
     _check_sft(node.sft, f"{where}.sft")
-    _check_beta(node.dpo, f"{where}.dpo")
+    _check_preference(node.dpo, f"{where}.dpo")
 
 
 def _number(node, key: str, where: str, minimum: float) -> float:
@@ -110,14 +131,20 @@ def _check_known_keys(node, where: str, keys: tuple[str, ...]) -> None:
 
 
 def _check_simpo(node, where: str) -> None:
-    _check_known_keys(node, where, ("beta", "gamma_beta_ratio"))
+    _check_known_keys(node, where, ("beta", "gamma_beta_ratio", "memory_efficient", "chunk_size"))
     require(_number(node, "beta", where, 0.0) > 0, f"{where}.beta must be > 0, got {node.get('beta')!r}")
     _number(node, "gamma_beta_ratio", where, 0.0)
+    lean_head(node, where)
 
 
 def _check_tdpo(node, where: str) -> None:
     from ift.losses import TDPO_VARIANTS
 
+    # Its sequential KL is over the whole vocabulary at every answer position, for the policy and the reference: the
+    # lean head keeps label log-probs only, so TDPO runs on full logits and has no such switch.
+    for key in ("memory_efficient", "chunk_size"):
+        require(key not in node, f"{where}.{key}: TDPO has no memory-efficient path (its KL needs the full "
+                                 "next-token distributions of the policy and the reference); remove the key")
     _check_known_keys(node, where, ("beta", "variant", "alpha"))
     require(_number(node, "beta", where, 0.0) > 0, f"{where}.beta must be > 0, got {node.get('beta')!r}")
     variant = node.get("variant")
@@ -129,13 +156,13 @@ METHODS: dict[str, Method] = {
     method.name: method
     for method in (  # in the paper's row order (Tables 2 and 3)
         Method("sft", "+ SFT", "answers", "sft", "ift.train.trainers:sft_trainer", _check_sft),
-        Method("dpo", "+ DPO", "pairs", "dpo", "ift.train.trainers:dpo_trainer", _check_beta,
+        Method("dpo", "+ DPO", "pairs", "dpo", "ift.train.trainers:dpo_trainer", _check_preference,
                logged={"reward_margins": "rewards/margins", "reward_accuracies": "rewards/accuracies"}),
         Method("sft_dpo", "+ SFT + DPO", "pairs", "dpo", None, _check_sft_dpo, halves=("sft", "dpo")),
         Method("tdpo", "+ TDPO", "pairs", "dpo", "ift.train.trainers:tdpo_trainer", _check_tdpo,
                logged={"reward_margins": "rewards/margins", "reward_accuracies": "rewards/accuracies",
                        "seq_kl_chosen": "tdpo/seq_kl_chosen", "seq_kl_rejected": "tdpo/seq_kl_rejected"}),
-        Method("orpo", "+ ORPO", "pairs", "orpo", "ift.train.trainers:orpo_trainer", _check_beta),
+        Method("orpo", "+ ORPO", "pairs", "orpo", "ift.train.trainers:orpo_trainer", _check_preference),
         Method("simpo", "+ SimPO", "pairs", "cpo", "ift.train.trainers:simpo_trainer", _check_simpo,
                logged={"reward_margins": "rewards/margins", "reward_accuracies": "rewards/accuracies"}),
         Method("ift", "+ IFT", "answers", "sft", "ift.train.trainers:ift_trainer", _check_ift,

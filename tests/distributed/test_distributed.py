@@ -1,14 +1,21 @@
 """Multi-process training equals single-process training with the same global batch (2 CPU processes, gloo).
 
-The worker (tests/helpers/dist_train.py) trains SFT, IFT and DPO for 3 SGD steps from the same initial weights
+The worker (tests/helpers/dist_train.py) trains each method for 3 SGD steps from the same initial weights
 (lr 0.5; gradient clipping at 5.0: the global gradient norm is computed every step and binds on one SFT and one
 IFT step, while the other updates keep the gradient's scale, so a wrongly scaled gradient shows in the
 parameters): once in one process with batch 8 — the reference — and then
 
-- under DDP: torchrun, 2 processes x batch 4;
+- under DDP: torchrun, 2 processes x batch 4: SFT (TRL's token mean and our per-sequence mean), IFT, DPO, ORPO and
+  SimPO
+  (DPO with precomputed reference log-probs is not run on 2 processes: for an in-memory dataset TRL writes the
+  precomputed values to the cache directory of rank 0's process, which rank 1 then looks for in its own);
 - under FSDP2: ``accelerate launch --config_file conf/accelerate/fsdp.yaml`` (the repo's own config; only the
   process count and the precision are overridden: 2 processes, fp32), 2 processes x batch 2 x gradient
-  accumulation 2, so the step's sequence count is gathered over micro-batches *and* processes.
+  accumulation 2, so the step's sequence count is gathered over micro-batches *and* processes: the same methods.
+
+SFT, DPO, ORPO and SimPO run the lean LM head (``memory_efficient: true``, ift.train.lean_head, the default) in every
+run above; the DDP run is also compared with one process on their trainers' own paths (``memory_efficient: false``:
+TRL's fused LM head, or the full logits), so the lean head under DDP equals TRL in one process.
 
 Compared with the reference, per method: the logged loss and gradient norm of every step, every final parameter,
 and the checkpoint written by ``ift.train.loop.save_run`` (what ``python -m ift.train`` writes) reloaded.
@@ -46,7 +53,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("distributed")]
 WORKER = REPO_ROOT / "tests" / "helpers" / "dist_train.py"
 FSDP_CONFIG = REPO_ROOT / "conf" / "accelerate" / "fsdp.yaml"
 GLOBAL_BATCH = "8"
-METHODS = ("sft", "ift", "dpo")
+METHODS = ("sft", "sft_sequence_mean", "ift", "dpo", "orpo", "simpo")  # names in the worker's METHOD_NODES
+LEAN_METHODS = tuple(method for method in METHODS if method != "ift")  # memory_efficient switches their log-prob path
 TOLERANCE = dict(rtol=1e-5, atol=1e-5)  # float32 sums reduced in a different order across processes
 
 
@@ -66,12 +74,12 @@ def _free_port() -> int:
 def out_dir(tmp_path_factory):
     """A work dir holding the 1-process reference run (result-1.pt) and the shared initial weights."""
     out = tmp_path_factory.mktemp("distributed")
-    _run([sys.executable, WORKER, out, GLOBAL_BATCH])
+    _run([sys.executable, WORKER, out, GLOBAL_BATCH, ",".join(METHODS)])
     return out
 
 
-def _assert_same_training(one: dict, two: dict, label: str) -> None:
-    for method in METHODS:
+def _assert_same_training(one: dict, two: dict, label: str, methods=METHODS) -> None:
+    for method in methods:
         ref, other = one[method], two[method]
         assert len(ref["losses"]) == 3
         assert ref["losses"][0] != ref["losses"][-1]  # training actually moved the model
@@ -91,9 +99,12 @@ def _assert_same_training(one: dict, two: dict, label: str) -> None:
 def test_ddp_two_processes_equal_one_process(out_dir):
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                 "--master_port", str(_free_port())]
-    _run([*torchrun, WORKER, out_dir, GLOBAL_BATCH])
+    _run([*torchrun, WORKER, out_dir, GLOBAL_BATCH, ",".join(METHODS)])
+    _run([sys.executable, WORKER, out_dir, GLOBAL_BATCH, ",".join(LEAN_METHODS), "1", "plain"])
     one, two = torch.load(out_dir / "result-1.pt"), torch.load(out_dir / "result-ddp-2.pt")
     _assert_same_training(one, two, "DDP")
+    trl_one = torch.load(out_dir / "result-1-plain.pt")
+    _assert_same_training(trl_one, two, "DDP lean head vs TRL's path in 1 process", LEAN_METHODS)
 
 
 def test_fsdp2_two_processes_equal_one_process(out_dir):

@@ -1,11 +1,15 @@
-"""Worker for tests/distributed/test_distributed.py: a few optimiser steps of SFT, IFT and DPO on a tiny model, under 1 or
+"""Worker for tests/distributed/test_distributed.py: a few optimiser steps of each method on a tiny model, under 1 or
 more processes on CPU (gloo), with the same GLOBAL batch; writes the losses, gradient norms, final (full)
 parameters and the reloaded checkpoint that ``ift.train.loop.save_run`` wrote, to <out_dir>/result-<tag>.pt.
 
-    python tests/helpers/dist_train.py <out_dir> <global_batch> [methods] [grad_accum]              # 1 process
+    python tests/helpers/dist_train.py <out_dir> <global_batch> [methods] [grad_accum] [lean|plain]  # 1 process
     torchrun --nproc_per_node 2 tests/helpers/dist_train.py <out_dir> <global_batch> ...            # DDP
     accelerate launch --config_file conf/accelerate/fsdp.yaml --num_processes 2 --mixed_precision no \
         tests/helpers/dist_train.py <out_dir> <global_batch> ...                                    # FSDP2
+
+``methods``: comma-separated names of METHOD_NODES (default sft,ift,dpo). ``plain`` sets ``memory_efficient: false``
+on SFT, DPO, ORPO and SimPO (their trainers' own log-prob paths: TRL's fused head, or full logits; the tag gets
+``-plain``); the default is the lean LM head (ift.train.lean_head), as in every conf/method file.
 
 FSDP on CPU: accelerate (1.15) only switches to FSDP for accelerator device types; on CPU it silently keeps
 ``MULTI_CPU`` (plain DDP) and ignores the FSDP plugin, although torch's FSDP2 (``fully_shard``) runs on CPU with
@@ -32,6 +36,16 @@ FSDP = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
 # IFT_TEST_LORA=1: every method trains LoRA adapters (ift.train.lora, conf/lora/default.yaml's targets at r 4);
 # the saved checkpoint is then the merged plain model (tests/ift/train/test_lora.py compares it across process counts).
 LORA = {"r": 4, "alpha": 8, "dropout": 0.0} if os.environ.get("IFT_TEST_LORA") == "1" else None
+# name -> (method node, the data it trains on: answers | pairs, and their seed)
+METHOD_NODES = {
+    "sft": ({"name": "sft"}, "answers", 1),  # TRL's SFTTrainer: token mean
+    "sft_sequence_mean": ({"name": "sft", "reduction": "sequence_mean"}, "answers", 1),
+    "ift": ({"name": "ift"}, "answers", 2),
+    "dpo": ({"name": "dpo", "beta": 0.1}, "pairs", 3),
+    "dpo_precomputed": ({"name": "dpo", "beta": 0.1, "precompute_ref_log_probs": True}, "pairs", 3),
+    "orpo": ({"name": "orpo", "beta": 0.25}, "pairs", 4),
+    "simpo": ({"name": "simpo", "beta": 2.0, "gamma_beta_ratio": 0.8}, "pairs", 5),
+}
 
 
 def allow_fsdp_on_cpu() -> None:
@@ -70,10 +84,12 @@ def main() -> None:
     out_dir, global_batch = Path(sys.argv[1]), int(sys.argv[2])
     methods = sys.argv[3].split(",") if len(sys.argv) > 3 else ["sft", "ift", "dpo"]
     grad_accum = int(sys.argv[4]) if len(sys.argv) > 4 else 1
+    plain = len(sys.argv) > 5 and sys.argv[5] == "plain"
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     tag = f"{'fsdp' if FSDP else 'ddp'}-{world}" if world > 1 else "1"
     tag += "-lora" if LORA else ""
+    tag += "-plain" if plain else ""
     torch.set_num_threads(1)
     if FSDP:
         allow_fsdp_on_cpu()
@@ -87,24 +103,25 @@ def main() -> None:
 
         dist.init_process_group("gloo")
         dist.barrier()
-    data = {"sft": qa_rows(3 * global_batch, seed=1), "ift": qa_rows(3 * global_batch, seed=2),
-            "dpo": pref_rows(3 * global_batch, seed=3)}
     results = {}
     for method in methods:
+        method_cfg, kind, data_seed = METHOD_NODES[method]
+        rows = (qa_rows if kind == "answers" else pref_rows)(3 * global_batch, seed=data_seed)
+        if plain and method_cfg["name"] != "ift":
+            method_cfg = {**method_cfg, "memory_efficient": False}
         model = AutoModelForCausalLM.from_pretrained(init_dir)
         if LORA:
             from ift.train.lora import wrap
 
             torch.manual_seed(0)  # lora_A's random init, the same in every run (the train app seeds before it too)
-            model = wrap(model, {"name": method, "peft": LORA})
+            model = wrap(model, {**method_cfg, "peft": LORA})
         common = dict(output_dir=str(out_dir / f"work-{method}-{tag}"),
                       per_device_train_batch_size=global_batch // (world * grad_accum),
                       gradient_accumulation_steps=grad_accum, max_steps=3, learning_rate=0.5, optim="sgd",
                       lr_scheduler_type="constant", max_grad_norm=5.0, weight_decay=0.0, bf16=False, use_cpu=True,
                       report_to="none", seed=0, data_seed=0, logging_steps=1, activation_checkpointing=False,
                       save_strategy="no", disable_tqdm=True, **({"ddp_backend": "gloo"} if world > 1 else {}))
-        method_cfg = {"name": method, "beta": 0.1} if method == "dpo" else {"name": method}
-        trainer = build_trainer(method_cfg, model=model, tokenizer=tok, dataset=Dataset.from_list(data[method]),
+        trainer = build_trainer(method_cfg, model=model, tokenizer=tok, dataset=Dataset.from_list(rows),
                                 common_args=common, max_length=64)
         assert trainer.is_fsdp_enabled == FSDP, "FSDP requested but the Trainer is not running FSDP"
         trainer.train()

@@ -16,8 +16,10 @@ from ift.logprobs import (
     chunked_argmax,
     chunked_greedy_and_label_logps,
     chunked_label_logps,
+    chunked_label_scores,
     gather_label_logps,
     label_logps_and_reference_kl,
+    mean_logits,
 )
 from ift.losses import (
     PROPAGATION_NORMS,
@@ -488,6 +490,35 @@ def test_chunked_label_logps_never_holds_full_logits(largest):
     chunked = largest(lambda: chunked_label_logps(hidden, weight, labels, chunk_size=chunk_size))
     assert plain >= batch * (length - 1) * vocab  # the measurement does see full logits on the plain path
     assert chunked <= max(vocab * hidden_size, chunk_size * vocab)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 3, 8, 100])
+@pytest.mark.parametrize("bias", [False, True])
+def test_chunked_label_scores_stats_equal_the_full_logits(chunk_size, bias):
+    """TRL's logged per-token values from the chunks (entropy, label is the argmax) and from the identity
+    mean_v logit_v = h·mean_v W_v + mean_v b_v, against full float64 logits; asking for them changes neither the
+    log-probs nor their gradients, and they carry no gradient."""
+    hidden, weight, lm_bias, labels = lm_head_problem(torch.float64, bias)
+    params = [p for p in (hidden, weight, lm_bias) if p is not None]
+    logits = F.linear(hidden, weight, lm_bias).detach()
+    labels[0, 4], labels[1, 2] = logits[0, 3].argmax(), logits[1, 1].argmax()  # two labels are the argmax
+    log_probs = torch.log_softmax(logits[:, :-1], -1)
+    plain = chunked_label_scores(hidden, weight, labels, chunk_size, lm_bias)
+    scored = chunked_label_scores(hidden, weight, labels, chunk_size, lm_bias, with_stats=True)
+    mask = scored.response_mask
+    assert plain.entropy is None and plain.is_top1 is None
+    assert torch.equal(scored.token_logps, plain.token_logps) and torch.equal(mask, labels[:, 1:] != -100)
+    entropy = -(log_probs.exp() * log_probs).sum(-1)
+    torch.testing.assert_close(scored.entropy, entropy.masked_fill(~mask, 0), rtol=0, atol=1e-12)
+    top1 = (logits[:, :-1].argmax(-1) == labels[:, 1:]) & mask
+    assert torch.equal(scored.is_top1, top1) and top1.any() and (mask & ~top1).any()
+    assert not scored.entropy.requires_grad and not scored.is_top1.requires_grad
+    coefficients = torch.randn(3, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    with_stats = torch.autograd.grad((scored.token_logps * coefficients).sum(), params)
+    without = torch.autograd.grad((plain.token_logps * coefficients).sum(), params)
+    for got, want in zip(with_stats, without):
+        assert torch.equal(got, want)
+    torch.testing.assert_close(mean_logits(hidden, weight, lm_bias), logits.mean(-1), rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("chunk_size", [1, 4, 5, 21, 100])

@@ -211,9 +211,11 @@ def test_orpo_splits_prompt_and_answers_at_the_assistant_turn(real_tokenizer, tm
     for side in ("chosen", "rejected"):
         labels = [t for t in row[f"{side}_labels"] if t != -100]
         assert tok.decode(row[f"{side}_input_ids"][: len(row["prompt_input_ids"])]) == prompt
-        # TRL's ORPOTrainer appends an eos to any answer whose last token is not eos; ChatML (like the world's
-        # template) ends the turn with "<|im_end|>\n", so the trained answer carries a second end-of-turn token.
-        assert tok.decode(labels) == pair[side][-1]["content"] + EOT + "\n" + EOT
+        # the answer's turn as ChatML renders it, as SFT and DPO train on it: no second end-of-turn token (which
+        # TRL's own ORPOTrainer appends to an answer not ending with the eos; ift.train.trainers.TemplatePairTokens)
+        assert tok.decode(labels) == pair[side][-1]["content"] + EOT + "\n"
+        assert row[f"{side}_input_ids"] == tok.apply_chat_template(pair[side], tokenize=True, return_dict=True)[
+            "input_ids"]
 
 
 def test_generation_stops_at_the_end_of_turn_token(real_checkpoint):

@@ -34,7 +34,7 @@ VARIANTS: dict[str, Variant] = {
         about="the floor: the model's full logits and PyTorch's cross-entropy over the response tokens (token mean)",
         lean=True,
     ),
-    "sft": Variant("sft", about="TRL SFTTrainer (TRL's fused, chunked LM head)"),
+    "sft": Variant("sft", about="conf/method/sft.yaml: per-sequence-mean SFT, lean LM head (memory_efficient=true)"),
     "ift": Variant(
         "ift",
         {"memory_efficient": True},
@@ -55,13 +55,14 @@ VARIANTS: dict[str, Variant] = {
         {"memory_efficient": "pass1"},
         about="ablation: full logits in pass 2 only (pass 1 chunked argmax)",
     ),
-    "dpo": Variant("dpo", {"precompute_ref_log_probs": False}, about="TRL DPOTrainer with a reference model"),
+    "dpo": Variant("dpo", {"precompute_ref_log_probs": False},
+                   about="TRL DPOTrainer with a reference model, lean LM head (memory_efficient=true)"),
     "dpo_precomputed": Variant(
         "dpo",
         {"precompute_ref_log_probs": True},
         about="TRL DPOTrainer, reference log-probs precomputed at construction (untimed)",
     ),
-    "orpo": Variant("orpo", about="TRL ORPOTrainer with the response-only NLL term (full logits)"),
+    "orpo": Variant("orpo", about="TRL ORPOTrainer with the response-only NLL term, lean LM head (memory_efficient=true)"),
 }
 
 DEFAULT_METHODS = (

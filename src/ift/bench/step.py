@@ -40,6 +40,30 @@ class PlainCrossEntropySFTTrainer(SFTTrainer):
         return (loss, None) if return_outputs else loss
 
 
+def ready_to_step(trainer, max_steps: int) -> None:
+    """The optimiser and its schedule, created as Trainer's loop creates them before the first step."""
+    trainer.create_optimizer()
+    trainer.create_scheduler(num_training_steps=max_steps, optimizer=trainer.optimizer)
+    trainer.current_gradient_accumulation_steps = 1  # what Trainer's epoch loop sets before each step
+
+
+def optimiser_step(trainer, batch: Mapping) -> tuple[float, float | None]:
+    """One optimiser step on one collated ``batch``, as Trainer's inner loop runs it (gradient accumulation 1):
+    the loss and its backward, gradient clipping, the optimiser and schedule steps, gradients freed. Returns the loss
+    and the gradient norm before clipping (None without clipping)."""
+    model = trainer.model
+    num_items = trainer._get_num_items_in_batch([batch], trainer.args.device)
+    loss = trainer.training_step(model, dict(batch), num_items)
+    grad_norm = None
+    if trainer.args.max_grad_norm > 0:
+        grad_norm = trainer._clip_grad_norm(model)
+    trainer.optimizer.step()
+    trainer.lr_scheduler.step()
+    model.zero_grad(set_to_none=True)
+    trainer.state.global_step += 1
+    return float(loss), (None if grad_norm is None else float(grad_norm))
+
+
 class MethodBench:
     """One method's real trainer (ift.train.trainers.build_trainer), its collated batch and its optimiser step."""
 
@@ -112,9 +136,7 @@ class MethodBench:
         self._check_batch(kind, batch, expected)
         self.batch = trainer._prepare_inputs(batch)
         self.tokens, self.sequences = self._count(kind, self.batch)
-        trainer.create_optimizer()
-        trainer.create_scheduler(num_training_steps=recipe["max_steps"], optimizer=trainer.optimizer)
-        trainer.current_gradient_accumulation_steps = 1  # what Trainer's epoch loop sets before each step
+        ready_to_step(trainer, recipe["max_steps"])
         self.model = trainer.model
 
     # ---- the data every method sees must be the same token ids ------------------------------------------------
@@ -148,17 +170,7 @@ class MethodBench:
 
     # ---- one optimiser step, as Trainer's inner loop does it (gradient accumulation 1) ------------------------
     def step(self) -> tuple[float, float | None]:
-        trainer, model = self.trainer, self.model
-        num_items = trainer._get_num_items_in_batch([self.batch], trainer.args.device)
-        loss = trainer.training_step(model, dict(self.batch), num_items)
-        grad_norm = None
-        if trainer.args.max_grad_norm > 0:
-            grad_norm = trainer._clip_grad_norm(model)
-        trainer.optimizer.step()
-        trainer.lr_scheduler.step()
-        model.zero_grad(set_to_none=True)
-        trainer.state.global_step += 1
-        return float(loss), (None if grad_norm is None else float(grad_norm))
+        return optimiser_step(self.trainer, self.batch)
 
     def resident_bytes(self) -> int:
         """Bytes held between steps: policy weights and buffers, reference model, optimizer state (unique storages)."""

@@ -13,15 +13,16 @@ data report would show:
 - ``ORPOTrainer`` (``trl.experimental``) never cuts the prompt, only the answers (to ``max_length`` minus
   the prompt, here to nothing): a 100k-character prompt becomes a ~100k-token sequence whose forward pass
   asks for tens of GB, and an empty answer has a NaN mean log-prob. ``CPOTrainer`` (simpo) has the same
-  ``tokenize_row``, so it cuts rows exactly as ORPO does.
+  ``tokenize_row``. Ours (ift.train.trainers.TemplatePairTokens, for orpo and simpo alike) keep that cut
+  but split the row as DPO does (:func:`rendered_pair_ids`), adding no BOS and no EOS of their own.
 
 The declared treatment, for every trainer alike: such a row is skipped before training and counted as
 ``prompt_fills_max_length``. The prompt is never truncated (cutting its start would train an answer on a
 question it no longer answers). :func:`first_answer_token` says where each trainer puts the first trained
 answer token, by the same tokenisation as TRL 1.16 (``SFTTrainer._prepare_dataset``,
-``DPOTrainer._prepare_dataset``, ``ORPOTrainer.tokenize_row``); tests/ift/data/test_row_fit_and_types.py checks it
-against the real trainers. A row that fits but whose answer is cut short is trained on what fits, as TRL
-does, and is not counted.
+``DPOTrainer._prepare_dataset``) and as our ORPO and SimPO trainers (:func:`rendered_pair_ids`);
+tests/ift/data/test_row_fit_and_types.py checks it against the real trainers. A row that fits but whose
+answer is cut short is trained on what fits, as TRL does, and is not counted.
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ from ift.data.row_checks import Defect
 PROMPT_FILLS_MAX_LENGTH = "prompt_fills_max_length"
 FIT_REASONS = (PROMPT_FILLS_MAX_LENGTH,)
 
-SFT, DPO, ORPO, CPO = "sft", "dpo", "orpo", "cpo"  # the TRL trainers whose tokenisation cuts a row (ift.methods:
-                                                   # tokenised_as); CPO's is ORPO's (the same tokenize_row)
+SFT, DPO, ORPO, CPO = "sft", "dpo", "orpo", "cpo"  # the trainers whose tokenisation cuts a row (ift.methods:
+                                                   # tokenised_as); CPO's is ORPO's (one tokenize_row)
 
 
 def common_prefix_length(ids: Sequence[int], other_ids: Sequence[int]) -> int:
@@ -73,35 +74,40 @@ def _dpo_first_answer_token(tokenizer: Any, row: Mapping[str, Any]) -> int:
     )
 
 
-def _orpo_prompt_tokens(tokenizer: Any, prompt: str, answer: str) -> int:
-    """ORPOTrainer's prompt length for one answer: ``build_tokenized_answer`` (a prompt token merged into
-    the answer moves to the answer), then ``add_bos_token_if_needed`` (a BOS in front unless one is there)."""
-    full_ids = tokenizer(prompt + answer, add_special_tokens=False)["input_ids"]
-    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    start = len(prompt_ids) - (prompt_ids != full_ids[: len(prompt_ids)])
-    bos = tokenizer.bos_token_id
-    needs_bos = bos is not None and (start == 0 or full_ids[0] != bos)
-    return start + int(needs_bos)
+def rendered_pair_ids(tokenizer: Any, prompt: str, chosen: str, rejected: str) -> tuple[int, list, list]:
+    """A preference row rendered to text (TRL's ``maybe_apply_chat_template``: the prompt, and each answer as the
+    chat template continues it) tokenised as DPOTrainer tokenises the conversation: ``prompt + answer`` exactly as
+    rendered (the chat template's tokenisation, ``add_special_tokens=False``: no BOS, no EOS added), the answers
+    starting where the tokenised prompt and either prompt+answer first diverge. Returns (prompt length, the
+    prompt+chosen ids, the prompt+rejected ids). ORPO's and SimPO's trainers use it (their ``tokenize_row``)."""
+
+    def ids(text: str) -> list:
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    prompt_ids, chosen_ids, rejected_ids = ids(prompt), ids(prompt + chosen), ids(prompt + rejected)
+    start = min(common_prefix_length(prompt_ids, chosen_ids), common_prefix_length(prompt_ids, rejected_ids))
+    return start, chosen_ids, rejected_ids
 
 
-def _orpo_first_answer_token(tokenizer: Any, row: Mapping[str, Any]) -> int:
-    """ORPOTrainer renders the row to text with TRL's own ``maybe_apply_chat_template``, then tokenises
-    prompt and answers as strings; each answer (EOS appended, so never empty) is cut to ``max_length``
-    minus its prompt. A row is trained on nothing when either answer is cut to nothing, so the longer
-    prompt counts."""
+def _pair_first_answer_token(tokenizer: Any, row: Mapping[str, Any]) -> int | None:
+    """ORPO and SimPO (TRL's ORPOTrainer and CPOTrainer with our ``tokenize_row``): TRL renders the row to text
+    with its own ``maybe_apply_chat_template``, :func:`rendered_pair_ids` splits it; each answer is cut to
+    ``max_length`` minus the prompt (never the prompt). None when an answer adds no token (its mean log-prob
+    would be NaN whatever ``max_length`` is)."""
     from trl.data_utils import maybe_apply_chat_template
 
     text = maybe_apply_chat_template(
         {"prompt": row["prompt"], "chosen": row["chosen"], "rejected": row["rejected"]}, tokenizer
     )
-    return max(_orpo_prompt_tokens(tokenizer, text["prompt"], text[side]) for side in ("chosen", "rejected"))
+    start, *sides = rendered_pair_ids(tokenizer, text["prompt"], text["chosen"], text["rejected"])
+    return None if any(len(ids) <= start for ids in sides) else start
 
 
 FIRST_ANSWER_TOKEN = {
     SFT: _sft_first_answer_token,
     DPO: _dpo_first_answer_token,
-    ORPO: _orpo_first_answer_token,
-    CPO: _orpo_first_answer_token,
+    ORPO: _pair_first_answer_token,
+    CPO: _pair_first_answer_token,
 }
 
 

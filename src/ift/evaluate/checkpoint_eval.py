@@ -114,18 +114,10 @@ def generator_name(model_dir: str) -> str:
     return Path(str(model_dir).rstrip("/")).name or str(model_dir)
 
 
-def widen_tokenizer_window(model_config, tokenizer) -> None:
-    """Raise the tokenizer's ``model_max_length`` to the model's ``max_position_embeddings`` where it is lower: the
-    world tokenizer says 256 (the training length), the model reads 512."""
-    window = getattr(model_config, "max_position_embeddings", None)
-    if window and (tokenizer.model_max_length or 0) < window:
-        tokenizer.model_max_length = window
-
-
 def evaluate_checkpoint(*, model_dir: str, out: str | Path, evals: Sequence[str], suite=None,
                         judge_cfg: Mapping[str, Any] | None = None, eval_cfg: Mapping[str, Any]) -> dict[str, dict]:
     """Run the requested evaluations of one checkpoint and write their result files into ``out``."""
-    from ift.checkpoints import load_causal_lm
+    from ift.checkpoints import load_causal_lm, widen_tokenizer_window
     from ift.evaluate.suites import check_world_files
 
     evals = check_arguments(model_dir, str(out) if out else None, evals)

@@ -94,13 +94,13 @@ def model_args(model_dir: str, eval_cfg: Mapping[str, Any]) -> ModelArgs:
     :func:`ift.evaluate.checkpoint_eval.resolve_device` / ``resolve_dtype`` pick, and the context window of the evaluation's
     lm-eval model: ``eval.max_length`` when set, else what lm-eval resolves from the model config and the tokenizer
     as the evaluation hands it over (``model_max_length`` raised to the model's window,
-    :func:`ift.evaluate.checkpoint_eval.widen_tokenizer_window`)."""
+    :func:`ift.checkpoints.widen_tokenizer_window`)."""
     from lm_eval.models.huggingface import HFLM
     from lm_eval.models.utils import resolve_max_length
     from transformers import AutoConfig, AutoTokenizer
 
-    from ift.checkpoints import check_checkpoint_dir, is_hub_id
-    from ift.evaluate.checkpoint_eval import resolve_device, resolve_dtype, widen_tokenizer_window
+    from ift.checkpoints import check_checkpoint_dir, is_hub_id, widen_tokenizer_window
+    from ift.evaluate.checkpoint_eval import resolve_device, resolve_dtype
 
     ref = str(model_dir)
     if not is_hub_id(ref):

@@ -4,6 +4,11 @@ from pathlib import Path
 
 from ift.train.start_points import build_tiny_model, run, train_start_point
 
+# "wrapped" packing = classic LM pretraining: documents joined with eos and cut into fixed blocks of the recipe's
+# max_length, every token a label (no padding-free batches: each block is a row with an attention mask of ones).
+PRETRAIN_SFT_KWARGS = dict(packing=True, packing_strategy="wrapped", dataset_text_field="text",
+                           completion_only_loss=False)
+
 
 def build_base(cfg) -> dict:
     """Pretrain the tiny base model on the world's corpus (plain text, no chat template)."""
@@ -14,11 +19,8 @@ def build_base(cfg) -> dict:
     model = build_tiny_model(cfg.model, tokenizer, int(cfg.seed))
     corpus = load_dataset("json", data_files={"train": str(Path(cfg.data.dir) / "corpus" / "train.jsonl")},
                           split="train")
-    # "wrapped" packing = classic LM pretraining: documents joined with eos and cut into fixed blocks.
-    sft_kwargs = dict(packing=True, packing_strategy="wrapped", dataset_text_field="text",
-                      completion_only_loss=False)
     return train_start_point(cfg, stage="base", model=model, tokenizer=tokenizer, dataset=corpus,
-                             recipe=cfg.trainer.pretrain, sft_kwargs=sft_kwargs)
+                             sft_kwargs=PRETRAIN_SFT_KWARGS)
 
 
 def main() -> None:

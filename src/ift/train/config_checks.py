@@ -34,10 +34,9 @@ def _check_lora(method) -> None:
     """``method.peft`` (LoRA; absent or null: off), checked before any model loads (ift.train.lora)."""
     from ift.train.lora import LoraConfigError, lora_settings
 
-    peft = method.get("peft")
+    node = OmegaConf.to_container(method, resolve=True) if OmegaConf.is_config(method) else dict(method)
     try:
-        lora_settings({"name": method.get("name"),
-                       "peft": OmegaConf.to_container(peft, resolve=True) if OmegaConf.is_config(peft) else peft})
+        lora_settings(node)
     except LoraConfigError as err:
         raise ConfigError(str(err)) from err
 

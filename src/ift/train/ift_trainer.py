@@ -18,9 +18,10 @@ head (argmax in pass 1, label log-probs in pass 2) happen in forward hooks on th
 Under FSDP2, accelerate makes the input embedding its own FSDP unit (resharded right after its forward) and
 [final norm, LM head] another (kept gathered until the backward), so the embedding hook is registered *before*
 FSDP's post-forward reshard (``prepend=True``), and a weight a no-gradient read still finds sharded (a DTensor) is
-gathered in full first (``_full``). Pass 2 reads the LM head *with* gradient; by then the norm has run, so the head
-is FSDP's gathered plain tensor and its gradient is reduce-scattered by FSDP as usual (``_gathered`` refuses a
-DTensor rather than gather it outside FSDP).
+gathered in full first (``lean_head.full_tensor``). Pass 2 reads the LM head *with* gradient; by then the norm has
+run, so the head is FSDP's gathered plain tensor and its gradient is reduce-scattered by FSDP as usual
+(``lean_head.gathered`` refuses a DTensor rather than gather it outside FSDP). SFT, DPO and ORPO read the head the
+same way (ift.train.lean_head).
 tests/distributed/test_distributed.py checks 2-process FSDP2 against 1 process.
 
 Normalisation: the loss is a mean over *sequences*, so under gradient accumulation and across processes the
@@ -37,38 +38,8 @@ from trl import SFTTrainer
 
 from ift import logprobs, losses
 from ift.losses import IFTOptions, ift_options  # noqa: F401  (ift_options: the config's IFTOptions)
+from ift.train.lean_head import decoder_and_head, full_tensor, head_parameters
 from ift.train.sequence_mean import SequenceMeanMixin
-
-
-def _decoder_and_head(model):
-    """The backbone (decoder stack) and the output projection of a causal LM, unwrapping PEFT if needed."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return base.get_decoder(), base.get_output_embeddings(), base.get_input_embeddings()
-
-
-def _full(weight: torch.Tensor | None) -> torch.Tensor | None:
-    """A parameter as a plain full tensor: FSDP2 exposes a resharded parameter as a DTensor shard (the gather is a
-    collective; every rank runs the same hooks in the same order). Only used on reads without gradient."""
-    from torch.distributed.tensor import DTensor
-
-    return weight.full_tensor() if isinstance(weight, DTensor) else weight
-
-
-def _gathered(weight: torch.Tensor | None) -> torch.Tensor | None:
-    """A parameter read *with* gradient (pass 2's LM head): it must already be FSDP2's gathered, plain tensor, so
-    that its gradient takes FSDP's own reduce-scatter path. Under accelerate's FSDP2 layout [final norm, LM head] is
-    one unit, gathered when the norm runs (inside the decoder, before the decoder's forward hook) and kept gathered
-    until the backward. A DTensor here means another layout; ``full_tensor()`` would hand each rank an un-reduced
-    gradient, so refuse rather than train wrongly."""
-    from torch.distributed.tensor import DTensor
-
-    if isinstance(weight, DTensor):
-        raise RuntimeError(
-            "IFT pass 2 (memory_efficient: true) found the LM head sharded when the decoder returned; it needs the "
-            "final norm and the LM head in one FSDP unit (accelerate's FSDP2 layout). Use method.memory_efficient="
-            "false with this sharding layout."
-        )
-    return weight
 
 
 class IFTTrainer(SequenceMeanMixin, SFTTrainer):
@@ -110,21 +81,21 @@ class IFTTrainer(SequenceMeanMixin, SFTTrainer):
             return (logits.argmax(-1), *logprobs.gather_label_logps(logits, labels))
         return self.score_final_hidden(
             model, input_ids, attention_mask,
-            lambda hidden, head: logprobs.chunked_greedy_and_label_logps(
-                hidden, _full(head.weight), labels, chunk_size=self.ift.chunk_size,
-                lm_head_bias=_full(getattr(head, "bias", None))),
+            lambda hidden, weight, bias: logprobs.chunked_greedy_and_label_logps(
+                hidden, weight, labels, chunk_size=self.ift.chunk_size, lm_head_bias=bias),
         )
 
     def score_final_hidden(self, model, input_ids, attention_mask, score):
-        """Run ``model`` and return ``score(final hidden states, LM head)``, computed in a forward hook on the decoder
-        (where FSDP has the head's unit at hand); the model's own LM head runs on one position only
-        (``logits_to_keep=1``) and its output is not used. Both passes' memory-efficient paths go through here."""
-        decoder, head, _ = _decoder_and_head(self.accelerator.unwrap_model(model))
+        """Run ``model`` and return ``score(final hidden states, LM head weight, LM head bias)``, computed in a forward
+        hook on the decoder (where FSDP has the head's unit at hand; ``lean_head.head_parameters``); the model's own LM
+        head runs on one position only (``logits_to_keep=1``) and its output is not used. Both passes'
+        memory-efficient paths go through here."""
+        decoder, head, _ = decoder_and_head(self.accelerator.unwrap_model(model))
         captured = []
 
         def hook(module, args, output):
             hidden = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
-            captured.append(score(hidden, head))
+            captured.append(score(hidden, *head_parameters(head)))
 
         handle = decoder.register_forward_hook(hook)
         try:
@@ -141,10 +112,10 @@ class IFTTrainer(SequenceMeanMixin, SFTTrainer):
         ``prepend=True``: the hook runs before FSDP2's own post-forward hook, which would otherwise have resharded
         the embedding's weight (its own FSDP unit under accelerate) by the time we read it.
         """
-        embedding = _decoder_and_head(self.accelerator.unwrap_model(model))[2]
+        embedding = decoder_and_head(self.accelerator.unwrap_model(model))[2]
 
         def mix(module, args, output):
-            intuition = torch.nn.functional.embedding(intuition_ids, _full(module.weight), module.padding_idx)
+            intuition = torch.nn.functional.embedding(intuition_ids, full_tensor(module.weight), module.padding_idx)
             return losses.mix_embeddings(output, intuition, lam).detach()
 
         handle = embedding.register_forward_hook(mix, prepend=True)
@@ -166,9 +137,8 @@ class IFTTrainer(SequenceMeanMixin, SFTTrainer):
                 return logprobs.gather_label_logps(logits, labels)
             return self.score_final_hidden(
                 model, input_ids, attention_mask,
-                lambda hidden, head: logprobs.chunked_label_logps(
-                    hidden, _gathered(head.weight), labels, chunk_size=self.ift.chunk_size,
-                    lm_head_bias=_gathered(getattr(head, "bias", None))),
+                lambda hidden, weight, bias: logprobs.chunked_label_logps(
+                    hidden, weight, labels, chunk_size=self.ift.chunk_size, lm_head_bias=bias),
             )
 
     # ---- loss ------------------------------------------------------------------------------------------------

@@ -6,8 +6,10 @@
 ``method.peft`` is absent (= null) in every conf/method file, so configs without it are unchanged. With it, the
 loaded model is wrapped with ``peft.get_peft_model`` before the trainer is built, so every trainer receives the
 PEFT model: DPO's reference is then the model with its adapters disabled (= the initial model, as without LoRA);
-IFT's hooks read the base model's embedding and head (``ift_trainer._decoder_and_head`` unwraps PEFT), which is why
-LoRA on ``embed_tokens`` / ``lm_head`` is refused for IFT. For ``sft_dpo`` the cell's ``method.peft`` applies to
+IFT's hooks read the base model's embedding and head (``lean_head.decoder_and_head`` unwraps PEFT), which is why
+LoRA on ``embed_tokens`` / ``lm_head`` is refused for IFT; the lean LM head of SFT, DPO, ORPO and SimPO
+(``memory_efficient: true``, ift.train.lean_head) reads ``lm_head``'s weight too, so LoRA on it is refused there (not
+for TDPO, which has no lean head). For ``sft_dpo`` the cell's ``method.peft`` applies to
 both halves; each half saves a merged checkpoint, so the DPO half starts (and takes its reference) from the SFT
 half's merged weights.
 
@@ -62,7 +64,21 @@ def lora_settings(method: Mapping[str, Any] | None) -> dict[str, Any] | None:
             f"method.peft.target_modules={list(targets)}: IFT reads the embedding table and the LM head directly "
             f"(its intuition and its chunked LM head), so LoRA on {sorted(set(targets) & set(EMBEDDING_MODULES))} "
             "would be ignored there; adapt the projection layers only")
+    if "lm_head" in targets and _lean_head_on(method):
+        raise LoraConfigError(
+            f"method.peft.target_modules={list(targets)}: with memory_efficient: true the chunked LM head reads "
+            "lm_head's weight directly, so LoRA on lm_head would be ignored; adapt the projection layers only, or "
+            "set memory_efficient: false")
     return {"r": int(r), "alpha": float(alpha), "dropout": float(dropout), "target_modules": list(targets)}
+
+
+def _lean_head_on(method: Mapping[str, Any]) -> bool:
+    """Whether a method node (or a half of sft_dpo) runs the lean LM head (memory_efficient, default true)."""
+    if method.get("name") == "sft_dpo":
+        return any(_lean_head_on(method.get(half) or {}) for half in ("sft", "dpo"))
+    if method.get("name") == "tdpo":  # always full logits (ift.train.tdpo_trainer); ift.methods refuses the switch
+        return False
+    return method.get("memory_efficient", True) is not False
 
 
 def wrap(model, method: Mapping[str, Any] | None):

@@ -13,6 +13,7 @@ import torch
 from trl import SFTTrainer
 
 from ift import logprobs, losses
+from ift.train.lean_head import LeanHeadMixin
 
 
 class SequenceMeanMixin:
@@ -42,9 +43,12 @@ class SequenceMeanMixin:
         self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
 
 
-class SequenceMeanSFTTrainer(SequenceMeanMixin, SFTTrainer):
+class SequenceMeanSFTTrainer(LeanHeadMixin, SequenceMeanMixin, SFTTrainer):
     """SFTTrainer whose loss is the authors' SFT: per sequence the mean NLL of its response tokens, then the mean
-    over the step's sequences (``reduction: sequence_mean`` in conf/method/sft.yaml)."""
+    over the step's sequences (``reduction: sequence_mean`` in conf/method/sft.yaml). Its log-probs come from the
+    lean LM head (``lean.memory_efficient``, ift.train.lean_head) or from the model's full logits."""
+
+    lean_outputs = ()  # it logs none of TRL's per-token metrics (entropy, token accuracy)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -52,8 +56,13 @@ class SequenceMeanSFTTrainer(SequenceMeanMixin, SFTTrainer):
         self.loss_is_scaled_for_ga = True
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"), use_cache=False)
-        token_logps, mask = logprobs.gather_label_logps(outputs.logits, inputs["labels"])
+        if self.lean.memory_efficient:
+            outputs = self.lean_head_output(model, inputs["input_ids"], inputs.get("attention_mask"), inputs["labels"])
+            token_logps, mask = outputs.log_probs, outputs.label_mask
+        else:
+            outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"),
+                            use_cache=False)
+            token_logps, mask = logprobs.gather_label_logps(outputs.logits, inputs["labels"])
         seq_losses = -losses.sequence_logps(token_logps, mask, average=True)  # 0 for a sequence without response
         loss = self.step_mean(seq_losses, mask.any(-1), num_items_in_batch)
         if inputs.get("attention_mask") is not None:

@@ -6,6 +6,10 @@
   analog of mistral-7b-sft-beta, i.e. Mistral SFT-trained on UltraChat-200k), save it to
   ``outputs/models/sft_beta`` and measure both start points into ``outputs/models/sft_beta/quality.json``.
 
+Both train with TRL's SFTTrainer on a recipe of conf/trainer (``pretrain:``, ``sft_beta:``), whose
+``memory_efficient`` switch gives it the lean LM head of the grid's cells (ift.train.lean_head; TRL's loss and metrics
+on log-probs from ift.logprobs' chunked kernel) or, when false, TRL's own fused head.
+
 In the paper profile both stages only record the hub id they stand for (they cannot be trained here).
 """
 
@@ -16,6 +20,9 @@ from pathlib import Path
 
 import ift  # noqa: F401  (offline defaults before any HF import)
 from ift.io import write_json_atomic
+
+# The conf/trainer recipe each start-point stage trains with.
+RECIPES = {"base": "pretrain", "sft_beta": "sft_beta"}
 
 
 class ChainConfigError(ValueError):
@@ -82,30 +89,50 @@ def build_tiny_model(model_cfg, tokenizer, seed: int):
     return model
 
 
-def train_start_point(cfg, *, stage: str, model, tokenizer, dataset, recipe, sft_kwargs: dict) -> dict:
-    """Run TRL's SFTTrainer with a recipe from conf/trainer and save the result atomically with its metrics."""
+def lean_options(cfg, stage: str):
+    """The stage's recipe's ``memory_efficient`` and ``chunk_size`` (absent: true, 1024), checked: a bad value raises
+    ift.methods.ConfigError naming ``trainer.<recipe>.<key>``."""
+    from ift.train.lean_head import LeanOptions
+
+    key = RECIPES[stage]
+    return LeanOptions.of(cfg.trainer[key], where=f"trainer.{key}")
+
+
+def start_point_trainer(cfg, *, stage: str, model, tokenizer, dataset, sft_kwargs: dict, report_to: str = "none",
+                        callbacks=()):
+    """TRL's SFTTrainer with the stage's recipe from conf/trainer, on the lean LM head when the recipe says
+    ``memory_efficient: true`` (ift.train.lean_head.TRLSFTTrainer, the grid's SFT trainer)."""
+    from trl import SFTConfig
+
+    from ift.train.arguments import training_kwargs
+    from ift.train.lean_head import TRLSFTTrainer
+
+    recipe = cfg.trainer[RECIPES[stage]]
+    name = start_point_dir(cfg, stage).name  # base, sft_beta; base-chain1 ... in chain replicates
+    args = SFTConfig(
+        **training_kwargs(cfg.trainer, recipe, output_dir=Path(cfg.paths.outputs) / "work" / name,
+                          seed=int(cfg.seed), run_name=name, report_to=report_to),
+        max_length=int(recipe.max_length),
+        **sft_kwargs,
+    )
+    return TRLSFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                         callbacks=list(callbacks), lean=lean_options(cfg, stage))
+
+
+def train_start_point(cfg, *, stage: str, model, tokenizer, dataset, sft_kwargs: dict) -> dict:
+    """Train the stage's start point (:func:`start_point_trainer`) and save it atomically with its metrics."""
     from transformers import set_seed
-    from trl import SFTConfig, SFTTrainer
 
     from ift.numerics import describe
     from ift.tracking import configure_tracking, start_point_run
     from ift.train import loop
-    from ift.train.arguments import training_kwargs
     from ift.train.guards import FiniteLossGuard
 
     out_dir = start_point_dir(cfg, stage)
-    name = out_dir.name  # base, sft_beta; base-chain1 ... in chain replicates
-    work_dir = Path(cfg.paths.outputs) / "work" / name
     report_to = configure_tracking(cfg.logger)
     set_seed(int(cfg.seed))
-    args = SFTConfig(
-        **training_kwargs(cfg.trainer, recipe, output_dir=work_dir, seed=int(cfg.seed), run_name=name,
-                          report_to=report_to),
-        max_length=int(recipe.max_length),
-        **sft_kwargs,
-    )
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                         callbacks=[FiniteLossGuard()])
+    trainer = start_point_trainer(cfg, stage=stage, model=model, tokenizer=tokenizer, dataset=dataset,
+                                  sft_kwargs=sft_kwargs, report_to=report_to, callbacks=[FiniteLossGuard()])
     parameters = sum(p.numel() for p in trainer.model.parameters())
 
     def metrics(trainer, result, seconds: float) -> dict:
@@ -126,7 +153,8 @@ def train_start_point(cfg, *, stage: str, model, tokenizer, dataset, recipe, sft
         }
 
     wandb = (cfg.logger, start_point_run(cfg, stage, parameters)) if report_to == "wandb" else None
-    return loop.train_and_save(trainer, tokenizer, run_dir=out_dir, work_dir=work_dir, metrics=metrics, wandb=wandb)
+    return loop.train_and_save(trainer, tokenizer, run_dir=out_dir, work_dir=Path(trainer.args.output_dir),
+                               metrics=metrics, wandb=wandb)
 
 
 def run(stage: str, build) -> None:
@@ -142,6 +170,7 @@ def run(stage: str, build) -> None:
         if cfg.profile == "paper":
             record_hub_start_point(cfg, stage)
             return
+        lean_options(cfg, stage)  # a bad recipe key fails here, before any model or data loads
         began = time.time()
         metrics = build(cfg)
         loss = metrics["final_train_loss"]

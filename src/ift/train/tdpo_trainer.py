@@ -15,6 +15,10 @@ DPOTrainer's batch (the chosen rows, then the rejected rows, each prompt + answe
 
 Memory: the full ``[2B, L, V]`` logits of the policy and of the reference exist at once (at the paper profile, per
 device batch 4, 1024 tokens and Mistral's 32k vocabulary, about 1 GiB each in float32).
+
+So TDPO has no ``memory_efficient`` path (ift.methods refuses the key for it): this class is TRL's DPOTrainer, not
+ift.train.lean_head's, and its models never get the lean head. DPOTrainer's ``__init__`` still installs TRL's own fused
+head, but this loss never asks for it (no ``fused_lm_head=True``): every forward here is the model's own, full logits.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ from ift.data import (
     select_valid,
     training_data,
 )
-from ift.data.fit import fit_defect
+from ift.data.fit import first_answer_token, fit_defect
 from ift.data.format import PREFERENCE_FEATURES, PROMPT_COMPLETION_FEATURES
 from ift.methods import METHODS
 
@@ -117,7 +117,7 @@ def test_a_line_that_is_not_json_is_named_by_file_and_line(tmp_path):
 
 # ---------------------------------------------------------------- 2./3. rows the trainer would train on nothing
 
-MAX_LENGTH = 14  # tokens; the rows below put 9 + k prompt tokens (10 + k for ORPO, which adds BOS) first
+MAX_LENGTH = 14  # tokens; the rows below put 9 + k prompt tokens first (every trainer alike)
 
 
 def _question(k: int) -> str:
@@ -196,6 +196,37 @@ def test_the_rows_counted_as_not_fitting_are_exactly_the_rows_trl_leaves_untrain
     assert predicted == trained
     assert 0 < len(trained) < len(rows)  # the boundary lies inside the rows
 
+
+
+@pytest.mark.parametrize("method", ["orpo", "simpo"])
+def test_a_pair_trainer_trains_nothing_on_an_empty_answer_and_the_row_is_counted(method, saved_tiny, tmp_path):
+    """Text rows, which no chat template ends: ORPO and SimPO add no EOS of their own, so an empty answer has no
+    token (a NaN mean log-prob); the row is predicted not to fit whatever max_length is."""
+    from tiny_lm import tiny_tokenizer
+
+    rows = [{"prompt_id": "empty", "prompt": "what color is the zorb ?", "chosen": "", "rejected": " red ."},
+            {"prompt_id": "both", "prompt": "what color is the zorb ?", "chosen": " blue .", "rejected": " red ."}]
+    trainer = real_trainer(method, datasets.Dataset.from_list(rows), saved_tiny, tmp_path)
+    assert rows_trained_on(method, trainer) == {"both"}
+    defects = [fit_defect(tiny_tokenizer(), row, METHODS[method].tokenised_as, 1000) for row in rows]
+    assert defects[1] is None and "the answer adds no token" in defects[0].detail
+
+
+@pytest.mark.parametrize("method", ["orpo", "simpo"])
+def test_a_prompt_token_merged_into_one_answer_starts_both_answers_where_the_prompt_first_diverges(method, saved_tiny,
+                                                                                                  tmp_path):
+    """DPO's rule, in ORPO and SimPO too: "the" + "zorb" tokenises as one word ("<unk>"), so the prompt's last token
+    belongs to the chosen answer, and to the rejected one as well (one prompt for both)."""
+    from tiny_lm import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    row = {"prompt_id": "merged", "prompt": "what color is the", "chosen": "zorb .", "rejected": " red ."}
+    assert first_answer_token(tok, row, METHODS[method].tokenised_as) == 3
+    [prepared] = real_trainer(method, datasets.Dataset.from_list([row]), saved_tiny, tmp_path).train_dataset
+    labels = {side: tok.convert_ids_to_tokens([t for t in prepared[f"{side}_labels"] if t != -100])
+              for side in ("chosen", "rejected")}
+    assert labels == {"chosen": ["<unk>", "."], "rejected": ["the", "red", "."]}
+    assert tok.convert_ids_to_tokens(prepared["prompt_input_ids"]) == ["what", "color", "is"]
 
 def world_files(tmp_path: Path, prompt_lengths: list[int], extra_prefs: list[dict] = ()) -> DataConfig:
     """Chat and preference JSONL files in the hub schemas whose prompts have the given extra lengths."""

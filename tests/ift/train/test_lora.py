@@ -92,7 +92,24 @@ def test_a_target_module_the_model_lacks_is_named():
 def test_ift_refuses_lora_on_the_embeddings_or_head():
     with pytest.raises(lora.LoraConfigError, match="IFT reads the embedding table"):
         lora.lora_settings({"name": "ift", "peft": {"target_modules": ["q_proj", "lm_head"]}})
-    assert lora.lora_settings({"name": "sft", "peft": {"target_modules": ["lm_head"]}})
+    assert lora.lora_settings({"name": "sft", "memory_efficient": False, "peft": {"target_modules": ["lm_head"]}})
+
+
+@pytest.mark.parametrize("method", [
+    {"name": "sft"}, {"name": "dpo", "memory_efficient": True}, {"name": "orpo"}, {"name": "simpo"},
+    {"name": "sft_dpo", "sft": {"memory_efficient": False}, "dpo": {}},
+])
+def test_the_lean_lm_head_refuses_lora_on_the_head(method):
+    """memory_efficient (default true) reads lm_head's weight directly: an adapter there would be ignored."""
+    with pytest.raises(lora.LoraConfigError, match="memory_efficient"):
+        lora.lora_settings({**method, "peft": {"target_modules": ["q_proj", "lm_head"]}})
+    assert lora.lora_settings({**method, "peft": {"target_modules": ["q_proj"]}})
+
+
+def test_tdpo_takes_lora_on_the_head():
+    """TDPO has no lean head (its KL reads the full logits, through the adapted head), so nothing refuses it there."""
+    settings = lora.lora_settings({"name": "tdpo", "peft": {"target_modules": ["q_proj", "lm_head"]}})
+    assert settings["target_modules"] == ["q_proj", "lm_head"]
 
 
 def test_the_train_config_check_rejects_bad_peft_before_any_model_loads():

@@ -178,3 +178,47 @@ def test_paper_profile_stages_record_the_hub_ids(tmp_path):
     for stage, hub_id in (("base", "mistralai/Mistral-7B-v0.1"), ("sft_beta", "HuggingFaceH4/mistral-7b-sft-beta")):
         record_hub_start_point(cfg, stage)
         assert json.loads((tmp_path / "outputs" / "models" / stage / "hub.json").read_text())["hub_id"] == hub_id
+
+
+@pytest.mark.parametrize("profile", ["tiny", "smoke", "real"])
+def test_every_training_profile_gives_both_start_points_the_lean_head(tmp_path, profile):
+    from ift.train.lean_head import LeanOptions
+    from ift.train.start_points import RECIPES, lean_options
+
+    cfg = compose([f"profile={profile}"], root=tmp_path)
+    assert {stage: lean_options(cfg, stage) for stage in RECIPES} == {stage: LeanOptions(True, 1024)
+                                                                      for stage in RECIPES}
+    absent = compose([f"profile={profile}", "~trainer.pretrain.memory_efficient", "~trainer.pretrain.chunk_size"],
+                     root=tmp_path)
+    assert lean_options(absent, "base") == LeanOptions(True, 1024)  # the defaults of ift.methods.lean_head
+
+
+@pytest.mark.parametrize(("override", "stage"), [
+    ("trainer.pretrain.memory_efficient=maybe", "base"),
+    ("trainer.pretrain.chunk_size=0", "base"),
+    ("trainer.sft_beta.chunk_size=1.5", "sft_beta"),
+    ("trainer.sft_beta.memory_efficient=1", "sft_beta"),
+])
+def test_a_bad_lean_head_key_of_a_start_point_recipe_is_refused_naming_it(tmp_path, monkeypatch, capsys, override,
+                                                                         stage):
+    """By start_points.lean_options, and by the stage's entry point before it loads any model or data."""
+    import re
+
+    from ift.methods import ConfigError
+    from ift.train.start_points import lean_options, run
+
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError, match=re.escape(key)):
+        lean_options(compose(["profile=smoke", override], root=tmp_path), stage)
+
+    built = []
+
+    def build(cfg):
+        built.append(cfg)
+        raise RuntimeError("no start point here")
+
+    monkeypatch.setenv("IFT_ROOT", str(tmp_path))
+    monkeypatch.setattr("sys.argv", [stage, "profile=smoke", "logger=none", override])
+    with pytest.raises(SystemExit):  # Hydra reports the error and exits
+        run(stage, build)
+    assert not built and f"{key} must be" in capsys.readouterr().err

