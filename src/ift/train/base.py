@@ -15,7 +15,10 @@ def build_base(cfg) -> dict:
     from datasets import load_dataset
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(cfg.data.tokenizer))
+    world_tokenizer = Path(str(cfg.data.tokenizer))
+    if not world_tokenizer.is_dir():  # else transformers reads the path as a hub repo id and says so, unhelpfully
+        raise FileNotFoundError(f"the world's tokenizer is missing: {world_tokenizer} (run `dvc repro world` first)")
+    tokenizer = AutoTokenizer.from_pretrained(str(world_tokenizer))
     model = build_tiny_model(cfg.model, tokenizer, int(cfg.seed))
     corpus = load_dataset("json", data_files={"train": str(Path(cfg.data.dir) / "corpus" / "train.jsonl")},
                           split="train")

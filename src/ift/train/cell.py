@@ -22,6 +22,18 @@ import ift  # noqa: F401  (offline defaults before any HF import)
 from ift.io import write_json_atomic, write_text_atomic
 from ift.methods import METHODS
 
+# Keys only ift.evaluate reads. A run's saved config.yaml leaves them out: they are not the training stage's DVC deps,
+# so editing them never retrains the cell, and a saved copy would go stale beside the weights it describes.
+EVALUATION_KEYS = ("suite", "judge", "eval", "model_dir", "out", "evals")
+
+
+def saved_config(cfg) -> str:
+    """The resolved config.yaml a run directory keeps: everything training read, none of the evaluation's keys."""
+    from omegaconf import OmegaConf
+
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    return OmegaConf.to_yaml({key: value for key, value in resolved.items() if key not in EVALUATION_KEYS})
+
 
 def _metrics(trainer, method: str, seconds: float, resumed_from: str | None) -> dict:
     """train_metrics.json: final/per-step losses, steps, tokens, time; plus the method's own logged values."""
@@ -127,7 +139,6 @@ def _train_one(cfg, *, run_dir: Path, work_dir: Path, init_ref=None, carry=None,
     ``cell``/``part``: the grid cell's config and which half of it this is (SFT+DPO), for its W&B run's name
     (``<cell>/<part>``), tags and config (ift.tracking); by default the run is the whole cell ``cfg``.
     """
-    from omegaconf import OmegaConf
     from transformers import set_seed
 
     from ift.checkpoints import load_causal_lm
@@ -170,7 +181,7 @@ def _train_one(cfg, *, run_dir: Path, work_dir: Path, init_ref=None, carry=None,
     wandb = (cfg.logger, training_run(cell, part=part)) if report_to == "wandb" else None
 
     def write_extras(tmp: Path) -> None:
-        write_text_atomic(tmp / "config.yaml", OmegaConf.to_yaml(config_to_save or cfg, resolve=True))
+        write_text_atomic(tmp / "config.yaml", saved_config(config_to_save or cfg))
         write_json_atomic(tmp / "data.json", data.summary())
         for half, source in (carry or {}).items():
             shutil.move(str(source), str(tmp / half))

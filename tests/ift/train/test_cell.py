@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
 from conftest import compose
 from ift.train.config_checks import ConfigError, validate_train_config
@@ -96,7 +97,9 @@ def test_each_method_trains_on_the_smoke_profile_and_its_loss_falls(smoke_root, 
     losses = [entry["loss"] for entry in metrics["log_history"]]
     assert len(losses) >= 3, losses
     assert sum(losses[-2:]) / 2 < sum(losses[:2]) / 2, f"{method} loss did not fall: {losses}"
-    assert f"name: {method}" in (run_dir / "config.yaml").read_text()
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["method"]["name"] == method and saved["trainer"] and saved["seed"] == 0
+    assert not set(saved) & {"suite", "judge", "eval", "model_dir", "out", "evals"}  # evaluation keys go stale here
     data = json.loads((run_dir / "data.json").read_text())
     assert data["rows"] > 0
     if method == "ift":

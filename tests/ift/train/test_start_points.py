@@ -222,3 +222,10 @@ def test_a_bad_lean_head_key_of_a_start_point_recipe_is_refused_naming_it(tmp_pa
                           env={**os.environ, "IFT_ROOT": str(tmp_path)}, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode != 0 and f"{key} must be" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_base_without_a_world_names_the_missing_tokenizer_and_the_stage_to_run(tmp_path):
+    from ift.train.base import build_base
+
+    with pytest.raises(FileNotFoundError, match=r"tokenizer is missing: .*outputs/world/tokenizer.*dvc repro world"):
+        build_base(compose(["profile=smoke", "logger=none"], root=tmp_path))
