@@ -16,7 +16,7 @@ over (chain 0's seed 0 and each chain's seed-c cell), it
 Start points have no snapshots: their evaluations are copied. Then ``python -m ift.report`` writes
 ``report/selection/`` from these, with ``claims_change.md``: each claim's verdict under final and under best_avg.
 
-    dvc repro selection/dvc.yaml          # not part of `dvc repro`: ~35 min on 2 CPU cores (docs/evaluation.md)
+    dvc repro selection/dvc.yaml          # not part of `dvc repro`: ~50 min on 2 CPU cores (docs/evaluation.md)
     python -m ift.selection                # the same, outside DVC
 
 Each retrain runs in a spawned process (see ``_retrain``); one device: the snapshots are the model's own weights (a
