@@ -230,10 +230,16 @@ def test_lean_head_equals_trl_loss_gradients_and_metrics_float64(saved, tok, tmp
 @pytest.mark.parametrize("method", list(METHODS))
 def test_lean_head_under_gradient_accumulation_equals_trl_on_the_whole_batch(saved, tok, tmp_path, method):
     """One SGD step (lr 1: the parameter change is the gradient): lean with 2 micro-batches of 2 = TRL with 4 in one."""
+    _assert_lean_accumulation_equals_trl_whole_batch(
+        lambda **kwargs: _trainer(saved, tok, tmp_path, method, **kwargs), method)
+
+
+def _assert_lean_accumulation_equals_trl_whole_batch(make_trainer, label: str) -> None:
+    """One optimiser step through Trainer's own loop: ``make_trainer(memory_efficient=, batch=, accumulation=)``
+    with the lean head and 2 micro-batches of 2 gives TRL's head's loss and parameter change on 4 in one."""
     steps = {}
     for memory_efficient, batch, accumulation in ((True, 2, 2), (False, 4, 1)):
-        trainer = _trainer(saved, tok, tmp_path, method, memory_efficient=memory_efficient, batch=batch,
-                           accumulation=accumulation)
+        trainer = make_trainer(memory_efficient=memory_efficient, batch=batch, accumulation=accumulation)
         start = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
         trainer.train()
         deltas = {name: start[name] - p.detach() for name, p in trainer.model.named_parameters()}
@@ -242,7 +248,7 @@ def test_lean_head_under_gradient_accumulation_equals_trl_on_the_whole_batch(sav
     assert len(lean_losses) == len(trl_losses) == 1
     torch.testing.assert_close(torch.tensor(lean_losses), torch.tensor(trl_losses), **TRL_TOL)
     assert any(float(delta.abs().max()) > 1e-3 for delta in trl_deltas.values())
-    _assert_same_grads(lean_deltas, trl_deltas, TRL_TOL, f"{method}: GA 2x2 lean vs 4x1 TRL")
+    _assert_same_grads(lean_deltas, trl_deltas, TRL_TOL, f"{label}: GA 2x2 lean vs 4x1 TRL")
 
 
 class _VocabRows(TorchDispatchMode):
@@ -487,19 +493,8 @@ def test_start_point_lean_head_equals_trl_loss_gradients_and_metrics_float64(sav
 @pytest.mark.parametrize("stage", ["base", "sft_beta"])
 def test_start_point_lean_head_under_gradient_accumulation_equals_trl_on_the_whole_batch(saved, tok, tmp_path, stage):
     """One SGD step of lr 1 through Trainer's own loop: lean with 2 micro-batches of 2 = TRL with 4 in one."""
-    steps = {}
-    for memory_efficient, batch, accumulation in ((True, 2, 2), (False, 4, 1)):
-        trainer = _start_point_trainer(saved, tok, tmp_path, stage, memory_efficient=memory_efficient, batch=batch,
-                                       accumulation=accumulation)
-        start = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
-        trainer.train()
-        deltas = {name: start[name] - p.detach() for name, p in trainer.model.named_parameters()}
-        steps[memory_efficient] = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry], deltas
-    (lean_losses, lean_deltas), (trl_losses, trl_deltas) = steps[True], steps[False]
-    assert len(lean_losses) == len(trl_losses) == 1
-    torch.testing.assert_close(torch.tensor(lean_losses), torch.tensor(trl_losses), **TRL_TOL)
-    assert any(float(delta.abs().max()) > 1e-3 for delta in trl_deltas.values())
-    _assert_same_grads(lean_deltas, trl_deltas, TRL_TOL, f"{stage}: GA 2x2 lean vs 4x1 TRL")
+    _assert_lean_accumulation_equals_trl_whole_batch(
+        lambda **kwargs: _start_point_trainer(saved, tok, tmp_path, stage, **kwargs), stage)
 
 
 @pytest.mark.parametrize("stage", ["base", "sft_beta"])
