@@ -7,7 +7,8 @@ trains DPO, SimPO, TDPO1 and TDPO2 on the experiment's one (optimal, sub-optimal
 initial policy per seed, with the experiment's optimiser, learning rate and step count, and prints per method the
 final policy MSE to π* (as `python -m ift.frozen_lake` measures it) and the mean squared distance of its final
 policy from DPO's. The losses are ift.losses' own (the ones the language-model trainers are tested against);
-a trajectory step is a token, as in ift.frozen_lake.methods. TDPO's per-step KL is over the 4 actions.
+a trajectory step is a token, as in ift.frozen_lake.methods. TDPO's per-step terms come from the TDPO
+trainer's own ift.logprobs.label_logps_and_reference_kl (its KL over the 4 actions).
 """
 
 from __future__ import annotations
@@ -16,23 +17,31 @@ import copy
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from ift.frozen_lake.experiment import build_problem, config_from_dict, policy_mse
 from ift.frozen_lake.methods import TrajectoryBatch, make_objective, train, trajectory_logps
 from ift.frozen_lake.policy import encode_states, init_policy, policy_matrix
-from ift.losses import sequence_logps, simpo_loss, tdpo_loss
+from ift.logprobs import label_logps_and_reference_kl
+from ift.losses import IGNORE_INDEX, sequence_logps, simpo_loss, tdpo_loss
 from ift.paths import CONF_DIR, REPO_ROOT
 
 
-def step_kl(reference, policy, batch: TrajectoryBatch) -> torch.Tensor:
-    """KL(π_ref(·|s_t) ‖ π(·|s_t)) per step ``[B, T]`` (0 on padding): TDPO's per-token term over the actions."""
+def tdpo_terms(policy, reference, batch: TrajectoryBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per step ``[B, T]``: log π(a_t|s_t) − log π_ref(a_t|s_t) and KL(π_ref(·|s_t) ‖ π(·|s_t)) over the 4 actions, 0 on
+    padding, through the TDPO trainer's own ift.logprobs.label_logps_and_reference_kl. That function shifts as a
+    language model does (logits at t score label t+1), so the trajectory gets a leading ignored label and a
+    trailing unused row of logits."""
     inputs = encode_states(batch.states, policy.num_states)
-    ref_logp = F.log_softmax(reference(inputs), dim=-1)
-    logp = F.log_softmax(policy(inputs), dim=-1)
-    return ((ref_logp.exp() * (ref_logp - logp)).sum(-1)) * batch.mask
+
+    def shifted(logits: torch.Tensor) -> torch.Tensor:
+        return torch.cat([logits, logits.new_zeros(logits.shape[0], 1, logits.shape[-1])], dim=1)
+
+    labels = torch.cat([torch.full_like(batch.actions[:, :1], IGNORE_INDEX),
+                        batch.actions.masked_fill(~batch.mask, IGNORE_INDEX)], dim=1)
+    logps, ref_logps, kl, _ = label_logps_and_reference_kl(shifted(policy(inputs)), shifted(reference(inputs)), labels)
+    return logps - ref_logps, kl
 
 
 def simpo_objective(pair: TrajectoryBatch, beta: float = 2.0, gamma_beta_ratio: float = 0.8):
@@ -45,14 +54,10 @@ def simpo_objective(pair: TrajectoryBatch, beta: float = 2.0, gamma_beta_ratio: 
 
 def tdpo_objective(pair: TrajectoryBatch, initial, variant: str, beta: float = 0.1, alpha: float = 0.5):
     reference = copy.deepcopy(initial).requires_grad_(False)
-    with torch.no_grad():
-        reference_logps = sequence_logps(trajectory_logps(reference, pair), pair.mask)
 
     def objective(policy, step):
-        logratios = sequence_logps(trajectory_logps(policy, pair), pair.mask) - reference_logps
-        seq_kl = step_kl(reference, policy, pair).sum(-1)
-        return tdpo_loss(logratios[:1], logratios[1:], seq_kl[:1], seq_kl[1:], beta=beta, alpha=alpha,
-                         variant=variant)[0].mean()
+        logratios, kl = (terms.sum(-1) for terms in tdpo_terms(policy, reference, pair))
+        return tdpo_loss(logratios[:1], logratios[1:], kl[:1], kl[1:], beta=beta, alpha=alpha, variant=variant)[0].mean()
 
     return objective
 

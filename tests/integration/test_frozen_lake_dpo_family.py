@@ -31,17 +31,21 @@ def pair_and_policy():
     return pair, init_policy(0, problem.lake.num_states, problem.lake.num_actions, 16, "tanh")
 
 
-def test_tdpo_starts_at_log_2_and_its_kl_is_zero_only_at_the_reference():
+def test_tdpo_starts_at_log_2_and_its_terms_are_the_trajectory_log_ratios_and_a_kl_zero_only_at_the_reference():
+    from ift.frozen_lake.methods import trajectory_logps
+
     script = load_script()
     pair, policy = pair_and_policy()
-    assert torch.count_nonzero(script.step_kl(policy, policy, pair)) == 0
+    ratio, kl = script.tdpo_terms(policy, policy, pair)
+    assert torch.count_nonzero(ratio) == 0 and torch.count_nonzero(kl) == 0
     for variant in ("tdpo1", "tdpo2"):  # policy = reference: no log-ratio, no KL, so -log σ(0)
         assert float(script.tdpo_objective(pair, policy, variant)(policy, 0)) == pytest.approx(math.log(2))
     moved = copy.deepcopy(policy)
     with torch.no_grad():
         for parameter in moved.parameters():
             parameter.add_(0.1 * torch.randn_like(parameter))
-    kl = script.step_kl(policy, moved, pair)
+    ratio, kl = script.tdpo_terms(moved, policy, pair)
+    torch.testing.assert_close(ratio, trajectory_logps(moved, pair) - trajectory_logps(policy, pair))
     assert (kl[pair.mask] > 0).all() and (kl[~pair.mask] == 0).all()
 
 
