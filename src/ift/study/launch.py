@@ -121,6 +121,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     print(f"[study] {study.name}: {count} cells ({len(study.variants)} variants x their sweeps x "
           f"{len(study.starts)} start points x chains {list(study.chains)}) under outputs/studies/{study.name}/")
+    cfg = resolvable(compose([*study_spec.layout_overrides(study), *passthrough])[0])
+    if not any(arg.startswith("paths.root=") for arg in passthrough):
+        # Hydra's sweeper resolves hydra.sweep.dir, hence paths.root, before any job's Hydra config exists, and
+        # paths.root's default (${hydra:runtime.cwd}, also inside oc.env's default) cannot resolve then: every job
+        # gets this run's root spelled out (quoted: Hydra would read a comma in it as a sweep).
+        quoted = str(cfg.paths.root).replace("\\", "\\\\").replace("'", "\\'")
+        passthrough.append(f"paths.root='{quoted}'")
     failed = []
     for variant in study.variants:
         command = multirun_command(study, variant, passthrough)
@@ -134,7 +141,6 @@ def main(argv: Sequence[str] | None = None) -> int:
               + (" (FAILED)" if variant.name in failed else ""), flush=True)
     if "--dry-run" in flags:
         return 0
-    cfg = resolvable(compose([*study_spec.layout_overrides(study), *passthrough])[0])
     result = study_report.write_study_report(study, cfg, out_dir=Path(str(cfg.paths.root)) / "report" / "studies")
     print(f"[study] {study.name}: report in {', '.join(str(p) for p in result['files'].values())}; "
           f"{len(result['missing'])} result files missing; {time.time() - began:.0f} s in all")

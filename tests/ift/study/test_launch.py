@@ -13,7 +13,6 @@ import sys
 
 import pytest
 
-from conftest import REPO_ROOT
 from ift.methods import ConfigError
 from ift.study import launch
 from ift.study.spec import cell_overrides, load_study, parse_study
@@ -109,12 +108,12 @@ def test_a_killed_study_resumes_without_training_its_finished_cells_again(smoke_
     (tmp_path / "mini.yaml").write_text(
         "title: two SFT cells\nknob: variant\nreference: {variant: sft}\nstarts: [base, sft_beta]\nchains: [0]\n"
         "variants:\n  sft:\n    overrides: [method=sft]\n")
-    command = [sys.executable, "-m", "ift.study", f"study={tmp_path / 'mini.yaml'}", "profile=smoke",
-               f"paths.root={smoke_root}"]
+    # As DVC runs it: from the root, no paths.root and no IFT_ROOT (the root is Hydra's working directory).
+    command = [sys.executable, "-m", "ift.study", f"study={tmp_path / 'mini.yaml'}", "profile=smoke"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_DIR": str(tmp_path)}
 
     def study():
-        done = subprocess.run(command, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
+        done = subprocess.run(command, env=env, cwd=smoke_root, capture_output=True, text=True, timeout=900)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         return done.stdout
 
