@@ -63,11 +63,18 @@ def closure(entry: str) -> set[Path]:
     return seen
 
 
-def stage_entry(cmd: str) -> str:
-    """The module ``python -m`` runs: a package's ``__main__``."""
+def stage_entries(cmd: str) -> list[str]:
+    """The modules the command's ``python -m`` calls run (a package's ``__main__``): one per call, as in
+    ``python -m ift.selection && python -m ift.report ...``."""
     argv = shlex.split(cmd)
-    name = argv[argv.index("-m") + 1]
-    return f"{name}.__main__" if module_file(name) and module_file(name).name == "__init__.py" else name
+    names = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "-m"]
+    return [f"{name}.__main__" if module_file(name) and module_file(name).name == "__init__.py" else name
+            for name in names]
+
+
+def stage_closure(cmd: str) -> set[Path]:
+    """The files of every module the stage's command runs, and of everything they import."""
+    return set().union(*(closure(entry) for entry in stage_entries(cmd)))
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +83,7 @@ def stages():
 
 
 def test_closure_follows_function_level_imports():
-    files = {str(f.relative_to(SRC)) for f in closure(stage_entry("python -m ift.evaluate out=x"))}
+    files = {str(f.relative_to(SRC)) for f in stage_closure("python -m ift.evaluate out=x")}
     assert "ift/evaluate/__main__.py" in files and "ift/__init__.py" in files
     assert "ift/checkpoints.py" in files  # imported inside a function of ift.evaluate.checkpoint_eval
 
@@ -84,9 +91,8 @@ def test_closure_follows_function_level_imports():
 def test_every_stage_depends_on_every_source_file_it_imports(stages):
     problems = []
     for stage in stages:
-        entry = stage_entry(stage.cmd)
         deps = [REPO_ROOT / dep.def_path for dep in stage.deps]
-        for file in sorted(closure(entry)):
+        for file in sorted(stage_closure(stage.cmd)):
             if not any(file == dep or dep in file.parents for dep in deps):
                 problems.append(f"{stage.addressing}: {file.relative_to(REPO_ROOT)}")
     assert not problems, "stage imports a file its deps do not cover:\n" + "\n".join(problems)
@@ -96,9 +102,16 @@ def test_no_stage_depends_on_source_it_never_imports(stages):
     """A stale dep (code the stage no longer imports) reruns the stage, and everything after it, for nothing."""
     stale = []
     for stage in stages:
-        files = closure(stage_entry(stage.cmd))
+        files = stage_closure(stage.cmd)
         for dep in stage.deps:
             path = REPO_ROOT / dep.def_path
             if dep.def_path.startswith("src/") and not any(file == path or path in file.parents for file in files):
                 stale.append(f"{stage.addressing}: {dep.def_path}")
     assert not stale, "stage depends on source it never imports:\n" + "\n".join(sorted(set(stale)))
+
+
+def test_a_command_of_several_python_calls_counts_every_one():
+    """The selection stage runs `python -m ift.selection && python -m ift.report ...`: both modules' code is its."""
+    entries = stage_entries("A=1 python -m ift.selection profile=tiny && python -m ift.report paths.report=x")
+    assert entries == ["ift.selection", "ift.report.__main__"]
+    assert SRC / "ift" / "report" / "claims.py" in stage_closure("python -m ift.selection && python -m ift.report")
