@@ -110,11 +110,12 @@ def build_report(*, evals_dir: Roots, runs_dir: Roots, out_dir: Path, methods: S
                                        base_only=base_only, profile=profile, seeds_note=seeds_note,
                                        bench_file=bench_file, chains=chains, baseline_claims=baseline_claims,
                                        frozen_lake_study_file=frozen_lake_study_file))
-    if chains:
-        from ift.report import variance
+    from ift.report import variance
 
-        split_rows = variance.variance_rows(cells, finetune_cells, methods=methods, starts=starts, base_only=base_only)
-        files.update(variance.write_variance(split_rows, out_dir, chains=chains, seeds=seeds))
+    # Written in every profile (DVC declares them): without chains there is nothing to split, and the file says so.
+    split_rows = (variance.variance_rows(cells, finetune_cells, methods=methods, starts=starts, base_only=base_only)
+                  if chains else [])
+    files.update(variance.write_variance(split_rows, out_dir, chains=chains, seeds=seeds))
     files["summary.json"] = write_json_atomic(out_dir / "summary.json", summary_metrics(rows2, rows3, alpaca_columns))
     plot_dir = out_dir / "plots"
     files["task_bars.png"] = plots.task_bars(rows2, plot_dir / "task_bars.png")

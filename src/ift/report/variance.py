@@ -108,7 +108,13 @@ def to_csv(rows: Sequence[dict], columns=COLUMNS) -> str:
 
 
 def write_variance(rows: Sequence[dict], out_dir, *, chains: Sequence[int], seeds: Sequence[int]) -> dict:
-    """variance.md and variance.csv under ``out_dir``; returns {file name: path}."""
+    """variance.md and variance.csv under ``out_dir``; returns {file name: path}. Without chains (the paper profile's
+    fixed start points) there is no split: the files say so, and hold no rows."""
+    if not chains:
+        note = ("No start-point vs fine-tuning split: this grid has no whole-chain replicates (chains: []), so every "
+                "seed shares one base and sft_beta and the tables' spread is the fine-tuning seeds' alone.")
+        return {"variance.md": write_text_atomic(out_dir / "variance.md", note + "\n"),
+                "variance.csv": write_text_atomic(out_dir / "variance.csv", to_csv([]))}
     caption = (f"Where each cell's spread comes from: the std over whole-chain replicates (chains "
                f"{[0, *chains]}: base, sft_beta and the cell retrained with seed c) split into fine-tuning (std over "
                f"chain 0's fine-tuning seeds {list(seeds)}, one shared start point) and start points "

@@ -87,10 +87,13 @@ def test_the_report_says_what_its_spread_covers_and_writes_the_split(tmp_path):
     assert "| + IFT | 11.0 | 1.0 | 11.0 | 99% |" in split  # std 11 over chains, 1 over seeds, sqrt(120) = 11.0
     assert "variance.md" in (out / "index.md").read_text()
     alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "variance.md").write_text("a previous run's split\n")  # replaced, never left stale
     build_report(evals_dir=evals, runs_dir=tmp_path / "runs", out_dir=alone, methods=["sft", "ift"],
                  starts=["base", "sft_beta"], seeds=[0, 1, 2], profile="tiny", require_complete=True)
     assert "every seed shares one base and sft_beta" in (alone / "table2.md").read_text()
-    assert not (alone / "variance.md").exists()
+    assert (alone / "variance.md").read_text().startswith("No start-point vs fine-tuning split")
+    assert (alone / "variance.csv").read_text().splitlines() == [(out / "variance.csv").read_text().splitlines()[0]]
 
 
 @pytest.mark.parametrize("line, message", [
