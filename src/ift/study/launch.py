@@ -74,6 +74,14 @@ def compose(*override_lists: Sequence[str]) -> list:
     return configs
 
 
+def root_override(root: str) -> str:
+    """``paths.root=<root>`` as Hydra's override grammar reads it back exactly: quoted by Hydra's own QuotedString
+    (unquoted, a comma would make a sweep and a backslash or quote would be parsed)."""
+    from hydra.core.override_parser.types import Quote, QuotedString
+
+    return f"paths.root={QuotedString(text=root, quote=Quote.single).with_quotes()}"
+
+
 def resolvable(cfg):
     """``cfg`` with Hydra's own config set, so that ${hydra:...} (paths.root's default) resolves."""
     from hydra.core.hydra_config import HydraConfig
@@ -125,9 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not any(arg.startswith("paths.root=") for arg in passthrough):
         # Hydra's sweeper resolves hydra.sweep.dir, hence paths.root, before any job's Hydra config exists, and
         # paths.root's default (${hydra:runtime.cwd}, also inside oc.env's default) cannot resolve then: every job
-        # gets this run's root spelled out (quoted: Hydra would read a comma in it as a sweep).
-        quoted = str(cfg.paths.root).replace("\\", "\\\\").replace("'", "\\'")
-        passthrough.append(f"paths.root='{quoted}'")
+        # gets this run's root spelled out.
+        passthrough.append(root_override(str(cfg.paths.root)))
     failed = []
     for variant in study.variants:
         command = multirun_command(study, variant, passthrough)

@@ -46,6 +46,14 @@ def test_every_cell_composes_to_its_own_name_and_reads_its_chains_start_point():
     assert cfg.start.checkpoint == "/r/outputs/models/base"
 
 
+@pytest.mark.parametrize("root", ["/data/runs", "/data/a,b", "/data/it's", "C:\\runs\\ift", "/data/end\\"])
+def test_the_root_given_to_every_job_parses_back_to_itself(root):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    override = OverridesParser.create().parse_override(launch.root_override(root))
+    assert (override.key_or_group, override.value(), override.is_sweep_override()) == ("paths.root", root, False)
+
+
 def _study(**variants):
     return parse_study({"title": "t", "knob": "variant", "reference": {"variant": next(iter(variants))},
                        "starts": ["base"], "chains": [0, 1], "variants": variants}, name="t")
