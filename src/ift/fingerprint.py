@@ -22,6 +22,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -32,6 +33,18 @@ from ift.numerics import env_for, load_settings
 from ift.paths import REPO_ROOT
 
 REEXEC_MARK = "IFT_FINGERPRINT_PINNED"
+# The CPUs whose MKL honours MKL_CBWR=AVX2: elsewhere MKL runs a branch of its own for GEMMs and vector math (measured
+# under emulation, docs/reproducibility.md), so the committed hash is expected only on these.
+PINNABLE_VENDORS = ("GenuineIntel",)
+
+
+def cpu_vendor() -> str:
+    """/proc/cpuinfo's vendor_id (GenuineIntel, AuthenticAMD, ...), or '' where there is none (not Linux or not x86)."""
+    try:
+        found = re.search(r"^vendor_id\s*:\s*(\S+)", Path("/proc/cpuinfo").read_text(), re.MULTILINE)
+    except OSError:
+        return ""
+    return found.group(1) if found else ""
 
 
 def compute(config: dict, workdir: Path) -> tuple[str, dict]:
@@ -95,6 +108,15 @@ def compute(config: dict, workdir: Path) -> tuple[str, dict]:
                                 "train_seconds": train_seconds}
 
 
+def vendor_note(vendor: str, mkl_cbwr: str | None) -> str | None:
+    """Why this CPU cannot give the committed hash, when its vendor decides it (None when it may)."""
+    if vendor in PINNABLE_VENDORS or mkl_cbwr == "COMPATIBLE":  # COMPATIBLE is honoured on every vendor
+        return None
+    return (f"MKL honours MKL_CBWR={mkl_cbwr} on Intel CPUs only; this CPU ({vendor or 'vendor unknown'}) runs "
+            "MKL's own GEMM and vector-math branch, so its hash is expected to differ from the committed one "
+            "(docs/reproducibility.md)")
+
+
 def record(config_file: Path, sha: str) -> None:
     """Write ``expected_sha256: <sha>`` into the config file, keeping its comments."""
     from ift.io import write_text_atomic
@@ -155,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
           f"world {details['world_seconds']:.1f} s, training {details['train_seconds']:.1f} s")
     for problem in problems:
         print(f"  WARNING: not pinned as params.yaml says: {problem}")
+    note = vendor_note(cpu_vendor(), os.environ.get("MKL_CBWR"))
+    if note:
+        print(f"  note: {note}")
     if args.set:
         print("  (settings overridden with --set: not compared with the committed hash)")
         return 0
