@@ -10,6 +10,7 @@
 #   MKL_CBWR_OVERRIDE=COMPATIBLE bash scripts/emulated_cpus.sh   # another MKL code branch
 #   FINGERPRINT=1 bash scripts/emulated_cpus.sh    # also a shortened `make fingerprint` (2 steps; minutes per CPU)
 set -euo pipefail
+shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
 PY="${VENV:-.venv}/bin/python"
 command -v qemu-x86_64 >/dev/null || { echo "qemu-x86_64 not found: apt-get install qemu-user" >&2; exit 2; }
@@ -41,7 +42,8 @@ fi
 run() {  # run <label> <command prefix...>: the probe's line (and the shortened fingerprint's hash)
   local label="$1"; shift
   local started=$SECONDS ops fp=""
-  ops=$(env "${pinned[@]}" "$@" "$PY" scripts/cpu_ops_probe.py 2> >(grep -v "TCG doesn't support" >&2))
+  ops=$(env "${pinned[@]}" "$@" "$PY" scripts/cpu_ops_probe.py 2> >(grep -v "TCG doesn't support" >&2)) || true
+  [ -n "$ops" ] || { echo "$label: the probe printed nothing (its error is above)" >&2; exit 1; }
   if [ -n "$mini" ]; then
     fp=$(env "${pinned[@]}" IFT_FINGERPRINT_PINNED=1 "$@" "$PY" -m ift.fingerprint --config "$mini" --set mkl_cbwr="$(
       printf '%s\n' "${pinned[@]}" | sed -n 's/^MKL_CBWR=//p')" 2>/dev/null | sed -n 's/^fingerprint: //p')
