@@ -110,11 +110,13 @@ def compute(config: dict, workdir: Path) -> tuple[str, dict]:
 
 def vendor_note(vendor: str, mkl_cbwr: str | None) -> str | None:
     """Why this CPU cannot give the committed hash, when its vendor decides it (None when it may)."""
-    if vendor in PINNABLE_VENDORS or mkl_cbwr == "COMPATIBLE":  # COMPATIBLE is honoured on every vendor
+    if not vendor:
+        return ("this CPU reports no x86 vendor: the pinned x86 kernels (MKL, ATen's avx2) do not apply, so its hash "
+                "is expected to differ from the committed one (docs/reproducibility.md)")
+    if vendor in PINNABLE_VENDORS or mkl_cbwr == "COMPATIBLE":  # COMPATIBLE is honoured on every x86 vendor
         return None
-    return (f"MKL honours MKL_CBWR={mkl_cbwr} on Intel CPUs only; this CPU ({vendor or 'vendor unknown'}) runs "
-            "MKL's own GEMM and vector-math branch, so its hash is expected to differ from the committed one "
-            "(docs/reproducibility.md)")
+    return (f"MKL honours MKL_CBWR={mkl_cbwr} on Intel CPUs only; this CPU ({vendor}) runs MKL's own GEMM and "
+            "vector-math branch, so its hash is expected to differ from the committed one (docs/reproducibility.md)")
 
 
 def record(config_file: Path, sha: str) -> None:
