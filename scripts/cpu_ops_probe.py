@@ -50,5 +50,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    torch.set_num_threads(torch.get_num_threads())
     main()
