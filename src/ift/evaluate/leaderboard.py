@@ -77,7 +77,30 @@ def make_lm(model, tokenizer, *, batch_size: int | str, max_length: int | None =
     kwargs: dict[str, Any] = {"pretrained": model, "tokenizer": tokenizer, "batch_size": batch_size}
     if max_length:
         kwargs["max_length"] = int(max_length)
-    return CheckedHFLM(**kwargs)
+    with _without_log_records("lm_eval.models.huggingface", PASSED_MODEL_WARNINGS):
+        return CheckedHFLM(**kwargs)
+
+
+# What lm-eval logs whenever it is handed a loaded model, which is how this project always calls it (one process,
+# the model loaded and checked by ift.checkpoints; distributed evaluation goes through lm_eval_command instead).
+PASSED_MODEL_WARNINGS = ("`pretrained` model kwarg is not of type `str`",
+                         "Passed an already-initialized model through `pretrained`")
+
+
+@contextmanager
+def _without_log_records(logger_name: str, prefixes: tuple[str, ...]) -> Iterator[None]:
+    """While active, drop the named logger's records whose message starts with one of ``prefixes``."""
+    import logging
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(prefixes)
+
+    logger = logging.getLogger(logger_name)
+    logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        logger.removeFilter(keep)
 
 
 def _finite_or_none(obj: Any) -> Any:

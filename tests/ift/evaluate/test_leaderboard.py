@@ -379,3 +379,23 @@ def test_generation_tasks_are_split_off_each_call_in_its_own_prompt_format():
     likelihood, generation = split_generation_calls(calls, manager)
     assert likelihood == [(25, True, ["arc"]), (5, True, ["mmlu", "bare", "unknown"])]
     assert generation == [(25, True, ["arc_gen"]), (5, True, ["gsm8k"]), (0, False, ["gsm8k"])]
+
+
+def test_make_lm_drops_only_lm_evals_passed_model_notices(caplog):
+    """lm-eval warns twice whenever it is handed a loaded model (how every evaluation here calls it); make_lm drops
+    exactly those records while building the LM and leaves the logger as it found it."""
+    import logging
+
+    from ift.evaluate.leaderboard import PASSED_MODEL_WARNINGS, make_lm
+    from tiny_lm import tiny_model, tiny_tokenizer
+
+    logger = logging.getLogger("lm_eval.models.huggingface")
+    tokenizer = tiny_tokenizer()
+    with caplog.at_level(logging.WARNING, logger="lm_eval.models.huggingface"):
+        lm = make_lm(tiny_model(tokenizer), tokenizer, batch_size=2)
+        logger.warning("`pretrained` model kwarg is not of type `str` (after make_lm: kept)")
+    assert lm.truncated == {"loglikelihood": 0, "generate_until": 0}
+    messages = [record.getMessage() for record in caplog.records if record.name == logger.name]
+    assert messages == ["`pretrained` model kwarg is not of type `str` (after make_lm: kept)"]
+    assert not logger.filters
+    assert all(isinstance(prefix, str) for prefix in PASSED_MODEL_WARNINGS)
