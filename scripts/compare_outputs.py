@@ -56,12 +56,13 @@ def json_differences(old, new, volatile: frozenset[str], path: str = "$", skippe
 
 
 def compare_trees(old_root: Path, new_root: Path, volatile: frozenset[str] = VOLATILE_KEYS):
-    """(differences {relative path: [what differs]}, files compared, volatile fields that differed)."""
+    """(differences {relative path: [what differs]}, the files compared, volatile fields that differed)."""
     files = {p.relative_to(old_root) for p in old_root.rglob("*") if p.is_file()}
     files |= {p.relative_to(new_root) for p in new_root.rglob("*") if p.is_file()}
     differences: dict[str, list[str]] = {}
     skipped: Counter = Counter()
-    for rel in sorted(files):
+    files = sorted(files)
+    for rel in files:
         old, new = old_root / rel, new_root / rel
         if not old.is_file() or not new.is_file():
             differences[str(rel)] = [f"only in {'new' if not old.is_file() else 'old'}"]
@@ -76,7 +77,7 @@ def compare_trees(old_root: Path, new_root: Path, volatile: frozenset[str] = VOL
             found = [] if old.read_bytes() == new.read_bytes() else ["bytes differ"]
         if found:
             differences[str(rel)] = found
-    return differences, len(files), skipped
+    return differences, files, skipped
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,11 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     for root in (args.old, args.new):
         if not root.is_dir():
             parser.error(f"{root} is not a directory")
-    differences, n_files, skipped = compare_trees(args.old, args.new, frozenset(args.volatile))
+    differences, files, skipped = compare_trees(args.old, args.new, frozenset(args.volatile))
     for rel, found in differences.items():
         print(f"DIFFERS {rel}: " + "; ".join(found[:3]) + (f"; ... {len(found) - 3} more" if len(found) > 3 else ""))
-    weights = sum(1 for p in args.old.rglob("*.safetensors"))
-    print(f"{n_files} files compared ({weights} weight files), {len(differences)} differ; volatile fields that "
+    weights = sum(1 for rel in files if rel.suffix == ".safetensors")
+    print(f"{len(files)} files compared ({weights} weight files), {len(differences)} differ; volatile fields that "
           f"differed (left out): {dict(sorted(skipped.items())) or 'none'}")
     return 1 if differences else 0
 
