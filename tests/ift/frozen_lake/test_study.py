@@ -82,11 +82,13 @@ def batch_problem(problem) -> BatchProblem:
 
 
 def test_row_wise_losses_equal_ift_losses_on_hand_built_logps():
+    # float64: the batched and the one-row computations may round differently in float32 (by 3 ulps on an AMD EPYC,
+    # where MKL's vector math differs from Intel's), so float32 cannot tell an ulp from a wrong formula at 1e-7
     generator = torch.Generator().manual_seed(3)
-    logps = torch.log_softmax(torch.randn(3, 2, 6, 4, generator=generator), -1)[..., 0]  # [R, 2, T]
+    logps = torch.log_softmax(torch.randn(3, 2, 6, 4, generator=generator, dtype=torch.float64), -1)[..., 0]  # [R, 2, T]
     mask = torch.tensor([[True] * 4 + [False] * 2, [True] * 6])  # chosen 4 steps, rejected 6
-    reference = torch.randn(3, 2, generator=generator)
-    beta = torch.tensor([0.1, 0.5, 0.1])
+    reference = torch.randn(3, 2, generator=generator, dtype=torch.float64)
+    beta = torch.tensor([0.1, 0.5, 0.1], dtype=torch.float64)
     chosen = logps[:, 0].masked_fill(~mask[0], 0.0)
     sft, ift = sft_losses(chosen, mask[0].expand(3, -1)), ift_losses(chosen, mask[0].expand(3, -1), IFTShared())
     dpo = dpo_losses(logps.masked_fill(~mask, 0.0), reference, mask, beta)
@@ -94,12 +96,12 @@ def test_row_wise_losses_equal_ift_losses_on_hand_built_logps():
     for r in range(3):
         row = chosen[r : r + 1]
         assert sft[r] == sft_loss(row, mask[:1])
-        assert torch.allclose(ift[r], ift_loss(row, mask[:1], gamma=0.95), rtol=0, atol=1e-7)
+        assert torch.allclose(ift[r], ift_loss(row, mask[:1], gamma=0.95), rtol=0, atol=1e-12)
         sums = logps[r].masked_fill(~mask, 0.0).sum(-1)
         means = sums / mask.sum(-1)
         expected_dpo = dpo_loss(sums[:1], sums[1:], reference[r, :1], reference[r, 1:], beta=float(beta[r]))[0]
-        assert torch.allclose(dpo[r], expected_dpo[0], rtol=0, atol=1e-6)
-        assert torch.allclose(orpo[r], orpo_loss(means[:1], means[1:], beta=float(beta[r]))[0][0], rtol=0, atol=1e-6)
+        assert torch.allclose(dpo[r], expected_dpo[0], rtol=0, atol=1e-12)
+        assert torch.allclose(orpo[r], orpo_loss(means[:1], means[1:], beta=float(beta[r]))[0][0], rtol=0, atol=1e-12)
     assert not torch.equal(dpo[0], dpo[1])  # β really is per run
 
 
