@@ -5,11 +5,11 @@
 A run on another CPU type computes other floats (docs/reproducibility.md), so its tables are compared as a new set of
 replicates, not byte for byte. For every row of ``table2.csv`` and ``table3.csv`` (start point x method, our rows only)
 and every metric, both runs' mean +- sample std over their n whole-chain replicates and Welch's two-sided t-test of
-the difference; the pairs with p < 0.05 are listed. If both runs draw from one distribution, about 5% of the tested pairs
-should be listed (more or fewer by chance: the pairs share start points and are not independent). A pair whose
+the difference; the pairs with p < 0.05 are listed. If both runs draw from one distribution, about 5% of the tested
+pairs should be listed (more or fewer by chance: the pairs share start points and are not independent). A pair whose
 replicates have no spread in either run (e.g. 0.0 on a task every model fails) cannot be tested: it is counted, and
-listed when its means differ. Then every claim of ``claims.json`` whose verdict
-differs between the runs. Exit status 0 whatever the comparison says; 2 when a file is missing or malformed.
+listed when its means differ. Then every claim of ``claims.json`` whose verdict differs between the runs. Exit
+status 0 whatever the comparison says; 2 when a file is missing or malformed.
 """
 
 from __future__ import annotations
