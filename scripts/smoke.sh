@@ -12,18 +12,19 @@ git -C "$repo" ls-files -z --cached --others --exclude-standard | (cd "$repo" &&
 cd "$work"
 git init -q && git add -A && git -c user.name=smoke -c user.email=smoke@localhost commit -qm smoke
 python - <<'PY'
-import os, yaml
+import glob, os, yaml
 params = yaml.safe_load(open("params.yaml"))
 params.update(profile="smoke", seeds=[0], chains=[1])  # chain 1: base, sft_beta and every cell again, seed 1
 yaml.safe_dump(params, open("params.yaml", "w"), sort_keys=False)
-# DVC rereads and rewrites the whole dvc.lock after every stage, at a cost that grows with its size (~3-5.5 s for the
-# committed one). A stage whose outputs are absent here must run whatever its entry says, so its entry only costs
-# time: keep the entries of stages whose outputs were copied (those committed to git, e.g. Frozen Lake's report).
-lock = yaml.safe_load(open("dvc.lock"))
-stages = {name: entry for name, entry in lock["stages"].items()
-          if all(os.path.exists(out["path"]) for out in entry.get("outs", []))}
-print(f"smoke: dvc.lock pruned to the {len(stages)} of {len(lock['stages'])} stages whose outputs are present")
-yaml.safe_dump({**lock, "stages": stages}, open("dvc.lock", "w"), sort_keys=False)
+# DVC rereads and rewrites a stage's whole dvc.lock after every stage, at a cost that grows with the lock's size. A
+# stage whose outputs are absent here must run whatever its entry says, so its entry only costs time: keep the
+# entries of stages whose outputs were copied (those committed to git, e.g. Frozen Lake's report).
+for path in ["dvc.lock", *sorted(glob.glob("grid/*/dvc.lock"))]:  # the default pipeline's locks (paths: repo root)
+    lock = yaml.safe_load(open(path))
+    stages = {name: entry for name, entry in lock["stages"].items()
+              if all(os.path.exists(out["path"]) for out in entry.get("outs", []))}
+    print(f"smoke: {path} pruned to the {len(stages)} of {len(lock['stages'])} stages whose outputs are present")
+    yaml.safe_dump({**lock, "stages": stages}, open(path, "w"), sort_keys=False)
 PY
 export WANDB_DIR="$work/wandb" IFT_ROOT="$work"
 start=$(date +%s)

@@ -85,7 +85,10 @@ def parse_log(lines) -> list[Stage]:
 
 
 def kind(name: str) -> str:
-    """``train_chain@ift-base-1`` -> ``train_chain``: stages of one matrix share a kind."""
+    """``train_chain@ift-base-1`` -> ``train_chain``: stages of one matrix share a kind. The grid's files
+    (``grid/cells/dvc.yaml:train@ift-base-0``) are part of the default pipeline, so their prefix is dropped."""
+    if name.startswith("grid/"):
+        name = name.split(":", 1)[1]
     return name.split("@")[0]
 
 

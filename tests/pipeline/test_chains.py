@@ -12,6 +12,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 
 from conftest import REPO_ROOT
+from dvc_stages import stage_name
 from ift.paths import CONF_DIR, start_point_name
 from ift.train.config_checks import ConfigError, validate_train_config
 
@@ -79,7 +80,7 @@ def test_a_start_point_stage_trains_chain_c_with_seed_c():
 def test_dvc_wires_each_chain_from_its_own_base_to_its_evaluations(repo, params):
     """Every stage of chain c reads chain c's start points, and DVC's graph reaches chain 0's base from none."""
     graph = repo.index.graph  # edges point from a stage to the stages it depends on
-    by_name = {stage.addressing: stage for stage in graph}
+    by_name = {stage_name(stage): stage for stage in graph}
     chains, starts = params["chains"], params["starts"]
     assert chains and 0 not in chains and 0 in params["seeds"]
     for chain in chains:
@@ -98,12 +99,12 @@ def test_dvc_wires_each_chain_from_its_own_base_to_its_evaluations(repo, params)
             evaluation = by_name[f"{kind.replace('train', 'eval')}@{method}-{start}-{chain}"]
             assert f"outputs/runs/{name}" in {d.def_path for d in evaluation.deps}
             assert f"out=outputs/evals/{name}" in evaluation.cmd
-            upstream = {s.addressing for s in nx.descendants(graph, evaluation)}
+            upstream = {stage_name(s) for s in nx.descendants(graph, evaluation)}
             assert f"base_chain@{chain}" in upstream and "base" not in upstream and "sft_beta" not in upstream
             assert not any(f"_chain@{other}" in s for s in upstream for other in chains if other != chain)
         for start in starts:
             evaluation = by_name[f"eval_start_chain@{start}-{chain}"]
             assert f"model_dir=outputs/models/{start}-chain{chain} " in evaluation.cmd
     report = by_name["report"]
-    assert {s.addressing for s in nx.descendants(graph, report)} >= {f"eval_chain@ift-base-{c}" for c in chains}
+    assert {stage_name(s) for s in nx.descendants(graph, report)} >= {f"eval_chain@ift-base-{c}" for c in chains}
     assert "chains" in {p for d in report.deps for p in (getattr(d, "params", None) or [])}

@@ -15,6 +15,7 @@ import yaml
 from dvc.repo import Repo
 
 from conftest import REPO_ROOT
+from dvc_stages import default_pipeline_files, dvcfile, in_default_pipeline, stage_name
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +36,23 @@ def rerun_by_edit(repo, path: str) -> set[str]:
     hit = set(direct)
     for stage in direct:
         hit |= nx.ancestors(graph, stage)
-    return {stage.addressing for stage in hit}
+    return {stage_name(stage) for stage in hit}
+
+
+def test_dvc_repro_runs_exactly_the_root_and_grid_files(repo):
+    """`dvc repro` at the root plans the root dvc.yaml's stages and everything upstream of them (DVC's own planner).
+    That must be every stage of dvc.yaml and grid/*/dvc.yaml, the files the grid is split into only to keep each
+    dvc.lock small, and no stage of the opt-in pipelines (paper_full, selection, studies, real)."""
+    from dvc.repo.reproduce import collect_stages, get_active_graph, plan_repro
+
+    planned = plan_repro(get_active_graph(repo.index.graph), collect_stages(repo, [str(REPO_ROOT / "dvc.yaml")]))
+    assert default_pipeline_files() == {"dvc.yaml", *(f"grid/{part}/dvc.yaml"
+                                                      for part in ("cells", "evals", "chain_cells", "chain_evals"))}
+    assert {dvcfile(stage) for stage in planned} == default_pipeline_files()
+    assert set(planned) == {stage for stage in repo.index.stages if in_default_pipeline(stage)}
+    assert len({stage_name(stage) for stage in planned}) == len(planned)  # names stay unique across the files
+    assert planned.index(next(s for s in planned if s.name == "world")) < planned.index(
+        next(s for s in planned if s.name == "train@ift-base-0"))
 
 
 def test_editing_the_ift_config_reruns_exactly_the_ift_cells_their_evals_and_the_report(repo, grid):
@@ -56,7 +73,7 @@ def test_editing_the_finetune_recipe_reruns_the_grid_but_not_the_start_points(re
     hit = rerun_by_edit(repo, "conf/trainer/tiny.yaml")
     assert {"base", "sft_beta"} <= hit  # their own recipes live in the same file ...
     hit_finetune_only = {
-        stage.addressing
+        stage_name(stage)
         for stage in repo.index.graph
         for dep in stage.deps
         if dep.def_path == "conf/trainer/tiny.yaml" and "finetune" in (getattr(dep, "params", None) or [])
@@ -68,7 +85,7 @@ def test_editing_the_finetune_recipe_reruns_the_grid_but_not_the_start_points(re
 
 def test_the_grid_has_one_train_and_one_eval_stage_per_cell_and_one_eval_per_start(repo, grid):
     methods, starts, seeds = grid
-    names = {stage.addressing for stage in repo.index.stages}
+    names = {stage_name(stage) for stage in repo.index.stages}
     for method in methods:
         for start in starts:
             for seed in seeds:
@@ -102,7 +119,7 @@ def test_every_stage_command_runs_an_existing_module(repo):
 
 def test_report_outputs_are_committed_files_not_cache(repo):
     """report/ is in git (cache: false), so a fresh clone shows the tables and README's check has a reference."""
-    report = next(stage for stage in repo.index.stages if stage.addressing == "report")
+    report = next(stage for stage in repo.index.stages if stage_name(stage) == "report")
     assert report.outs and all(not out.use_cache for out in report.outs)
     assert all(out.def_path.startswith("report/") for out in report.outs)
 
@@ -127,9 +144,10 @@ def test_every_torch_stage_exports_the_pinned_cpu_numerics(repo):
     params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
     pinned = env_for(params["cpu_numerics"])
     assert set(pinned) == {"OMP_NUM_THREADS", "ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA"}
-    torch_stages = [stage for stage in repo.index.stages if stage.addressing.split("@")[0] in (
+    torch_stages = [stage for stage in repo.index.stages if stage_name(stage).split("@")[0] in (
         "base", "sft_beta", "train", "train_base_only", "eval_start", "eval", "eval_base_only", "frozen_lake",
-        "studies/dvc.yaml:study")]
+        "base_chain", "sft_beta_chain", "train_chain", "train_base_only_chain", "eval_start_chain", "eval_chain",
+        "eval_base_only_chain", "frozen_lake_study", "studies/dvc.yaml:study")]
     assert len(torch_stages) > 8
     for stage in torch_stages:
         argv = shlex.split(stage.cmd)
@@ -143,22 +161,22 @@ def test_base_only_methods_get_a_cell_per_seed_from_base_only(repo, grid):
     params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
     base_only, seeds = params["base_only_methods"], params["seeds"]
     assert base_only == ["dpo"]  # the paper's "+ DPO" from base; from sft_beta it is sft_dpo
-    names = {stage.addressing for stage in repo.index.stages}
+    names = {stage_name(stage) for stage in repo.index.stages}
     for seed in seeds:
         assert {f"train_base_only@dpo-base-{seed}", f"eval_base_only@dpo-base-{seed}"} <= names
     assert not any("@dpo-sft_beta" in name for name in names)
-    train = next(s for s in repo.index.stages if s.addressing == "train_base_only@dpo-base-0")
+    train = next(s for s in repo.index.stages if stage_name(s) == "train_base_only@dpo-base-0")
     assert {dep.def_path for dep in train.deps} >= {"outputs/models/base", "conf/method/dpo.yaml"}
     assert "method=dpo start=base seed=0" in train.cmd
-    report = next(s for s in repo.index.stages if s.addressing == "report")
+    report = next(s for s in repo.index.stages if stage_name(s) == "report")
     assert {"outputs/evals", "report/frozen_lake_study.json", "benchmarks/bench_small.json"} <= {d.def_path for d in report.deps}
 
 
 def test_the_checkpoint_selection_is_not_part_of_the_default_pipeline(repo):
-    """`dvc repro` runs dvc.yaml only; the selection stage lives in selection/dvc.yaml and reads the main outputs."""
-    root = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
+    """`dvc repro` runs dvc.yaml and grid/*/dvc.yaml only; the selection stage lives in selection/dvc.yaml and reads the main outputs."""
+    root = {stage_name(s) for s in repo.index.stages if in_default_pipeline(s)}
     assert not any("selection" in name for name in root)
-    stage = next(s for s in repo.index.stages if s.addressing == "selection/dvc.yaml:selection")
+    stage = next(s for s in repo.index.stages if stage_name(s) == "selection/dvc.yaml:selection")
     assert {"outputs/runs", "outputs/evals", "report/claims.json"} <= {d.def_path for d in stage.deps}
     assert "python -m ift.selection" in stage.cmd and "baseline_claims=report/claims.json" in stage.cmd
     assert {o.def_path for o in stage.outs} >= {"outputs/selection/evals", "report/selection"}
@@ -170,14 +188,14 @@ def test_the_checkpoint_selection_is_not_part_of_the_default_pipeline(repo):
 
 
 def test_the_studies_are_opt_in_stages_that_read_every_chains_start_points(repo):
-    """`dvc repro` runs dvc.yaml only; each study of conf/study/ is one stage of studies/dvc.yaml, depending on the
+    """`dvc repro` runs dvc.yaml and grid/*/dvc.yaml only; each study of conf/study/ is one stage of studies/dvc.yaml, depending on the
     start points of every chain its YAML names, its YAML and the code; its runs persist across reruns (a killed study
     skips its finished cells) and its report files are committed (cache: false)."""
     from ift.study.spec import load_study
 
-    root = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
+    root = {stage_name(s) for s in repo.index.stages if in_default_pipeline(s)}
     assert not any(name.startswith("study") for name in root)
-    stages = {s.addressing: s for s in repo.index.stages if s.addressing.startswith("studies/dvc.yaml:")}
+    stages = {stage_name(s): s for s in repo.index.stages if stage_name(s).startswith("studies/dvc.yaml:")}
     names = sorted(path.stem for path in (REPO_ROOT / "conf" / "study").glob("*.yaml"))
     assert names == ["ablation", "lambda", "recipe"]
     assert set(stages) == {f"studies/dvc.yaml:study@{name}" for name in names}
@@ -197,10 +215,10 @@ def test_the_studies_are_opt_in_stages_that_read_every_chains_start_points(repo)
 def test_the_real_model_pipeline_is_opt_in(repo):
     """profile=real (real/dvc.yaml, make real-smoke) is not part of `dvc repro`: no root stage is named real_* or reads
     its outputs, and its stages write under outputs/real/ and outputs/models/smollm2 only."""
-    root = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
+    root = {stage_name(s) for s in repo.index.stages if in_default_pipeline(s)}
     assert not any(name.startswith("real") for name in root)
-    real = [s for s in repo.index.stages if s.addressing.startswith("real/dvc.yaml:")]
-    assert {s.addressing.split(":")[1].split("@")[0] for s in real} == {
+    real = [s for s in repo.index.stages if stage_name(s).startswith("real/dvc.yaml:")]
+    assert {s.name.split("@")[0] for s in real} == {
         "real_world", "real_start", "real_train", "real_train_lora", "real_eval"}
     outs = {o.def_path for s in real for o in s.outs}
     assert all(o.startswith("outputs/real/") or o == "outputs/models/smollm2" for o in outs)
@@ -215,22 +233,22 @@ def test_the_paper_full_grid_is_opt_in_and_trains_its_methods_as_the_default_gri
     params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
     full, seeds, chains, starts = params["paper_full_methods"], params["seeds"], params["chains"], params["starts"]
     assert full == ["tdpo", "simpo"] and not set(full) & {*params["methods"], *params["base_only_methods"]}
-    root = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
-    assert "paper_full_methods" not in (REPO_ROOT / "dvc.yaml").read_text()
-    stages = {s.addressing.split(":")[1]: s for s in repo.index.stages if s.addressing.startswith("paper_full/")}
+    root = {stage_name(s) for s in repo.index.stages if in_default_pipeline(s)}
+    assert not any("paper_full_methods" in (REPO_ROOT / f).read_text() for f in default_pipeline_files())
+    stages = {stage_name(s).split(":")[1]: s for s in repo.index.stages if stage_name(s).startswith("paper_full/")}
     expected = {f"{kind}@{m}-{start}-{seed}" for kind in ("train", "eval") for m in full for start in starts
                 for seed in seeds}
     expected |= {f"{kind}_chain@{m}-{start}-{c}" for kind in ("train", "eval") for m in full for start in starts
                  for c in chains}
     assert set(stages) == expected | {"report"}
-    default = next(s for s in repo.index.stages if s.addressing == "train@ift-base-0")
+    default = next(s for s in repo.index.stages if stage_name(s) == "train@ift-base-0")
     cell = stages["train@tdpo-base-0"]
     assert cell.cmd == default.cmd.replace("method=ift", "method=tdpo") + " paths.runs=outputs/paper_full/runs"
     assert {d.def_path for d in cell.deps} == {d.def_path.replace("ift.yaml", "tdpo.yaml") for d in default.deps}
     assert "+chain=1" in stages["train_chain@simpo-sft_beta-1"].cmd
     outs = {o.def_path for s in stages.values() for o in s.outs}
     assert all(o.startswith("outputs/paper_full/") for o in outs - {"report/paper_full"})
-    others = [s for s in repo.index.stages if not s.addressing.startswith("paper_full/")]
+    others = [s for s in repo.index.stages if not stage_name(s).startswith("paper_full/")]
     assert not any(d.def_path.startswith(("outputs/paper_full", "report/paper_full")) for s in others for d in s.deps)
     assert not any(name.startswith("paper_full") for name in root)
     report = stages["report"]
@@ -240,7 +258,7 @@ def test_the_paper_full_grid_is_opt_in_and_trains_its_methods_as_the_default_gri
 
 def test_every_committed_report_file_is_a_declared_output_of_the_default_pipeline(repo):
     """A report file that no stage declares is invisible to DVC: `dvc status` would not notice it stale or missing."""
-    declared = {out.def_path for stage in repo.index.stages if stage.dvcfile.relpath == "dvc.yaml"
+    declared = {out.def_path for stage in repo.index.stages if in_default_pipeline(stage)
                 for out in stage.outs}
     report = REPO_ROOT / "report"
     committed = {str(path.relative_to(REPO_ROOT)) for path in [*report.glob("*.*"), *(report / "plots").glob("*.*")]}

@@ -19,11 +19,11 @@ LOG = """\
 102.0 [world] wrote outputs/world
 102.5 Updating lock file 'dvc.lock'
 103.0
-103.0 Running stage 'train@ift-base-0':
+103.0 Running stage 'grid/cells/dvc.yaml:train@ift-base-0':
 103.0 > python -m ift.train method=ift
 108.0 Loading weights:\r 50%\r100%
 110.0 [train] ift-base-s0 done in 4.0 s
-115.0 Updating lock file 'dvc.lock'
+115.0 Updating lock file 'grid/cells/dvc.lock'
 116.0 Running stage 'train@sft-base-0':
 116.1 > python -m ift.train method=sft
 121.0 [train] sft-base-s0 done in 3.0 s
@@ -34,7 +34,7 @@ LOG = """\
 def test_each_stage_is_split_at_its_own_first_and_last_output_line():
     world, ift, sft = stage_times.parse_log(LOG.split("\n"))
     assert (world.name, world.startup, world.work, world.after, world.total) == ("world", 2.0, 0.0, 1.0, 3.0)
-    assert (ift.name, ift.startup, ift.work, ift.after, ift.total) == ("train@ift-base-0", 5.0, 2.0, 6.0, 13.0)
+    assert (ift.name, ift.startup, ift.work, ift.after, ift.total) == ("grid/cells/dvc.yaml:train@ift-base-0", 5.0, 2.0, 6.0, 13.0)
     assert (sft.startup, sft.work, sft.after) == (5.0, 0.0, 3.0)  # DVC's closing lines are not the command's
 
 
