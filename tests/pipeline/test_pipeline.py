@@ -173,9 +173,10 @@ def test_base_only_methods_get_a_cell_per_seed_from_base_only(repo, grid):
 
 
 def test_the_checkpoint_selection_is_not_part_of_the_default_pipeline(repo):
-    """`dvc repro` runs dvc.yaml and grid/*/dvc.yaml only; the selection stage lives in selection/dvc.yaml and reads the main outputs."""
-    root = {stage_name(s) for s in repo.index.stages if in_default_pipeline(s)}
-    assert not any("selection" in name for name in root)
+    """`dvc repro` runs dvc.yaml and grid/*/dvc.yaml only; the selection stage lives in selection/dvc.yaml and reads
+    the main outputs."""
+    default_names = {stage_name(s) for s in repo.index.stages if in_default_pipeline(s)}
+    assert not any("selection" in name for name in default_names)
     stage = next(s for s in repo.index.stages if stage_name(s) == "selection/dvc.yaml:selection")
     assert {"outputs/runs", "outputs/evals", "report/claims.json"} <= {d.def_path for d in stage.deps}
     assert "python -m ift.selection" in stage.cmd and "baseline_claims=report/claims.json" in stage.cmd
@@ -188,13 +189,13 @@ def test_the_checkpoint_selection_is_not_part_of_the_default_pipeline(repo):
 
 
 def test_the_studies_are_opt_in_stages_that_read_every_chains_start_points(repo):
-    """`dvc repro` runs dvc.yaml and grid/*/dvc.yaml only; each study of conf/study/ is one stage of studies/dvc.yaml, depending on the
-    start points of every chain its YAML names, its YAML and the code; its runs persist across reruns (a killed study
-    skips its finished cells) and its report files are committed (cache: false)."""
+    """`dvc repro` runs dvc.yaml and grid/*/dvc.yaml only; each study of conf/study/ is one stage of studies/dvc.yaml,
+    depending on the start points of every chain its YAML names, its YAML and the code; its runs persist across reruns
+    (a killed study skips its finished cells) and its report files are committed (cache: false)."""
     from ift.study.spec import load_study
 
-    root = {stage_name(s) for s in repo.index.stages if in_default_pipeline(s)}
-    assert not any(name.startswith("study") for name in root)
+    default_names = {stage_name(s) for s in repo.index.stages if in_default_pipeline(s)}
+    assert not any(name.startswith("study") for name in default_names)
     stages = {stage_name(s): s for s in repo.index.stages if stage_name(s).startswith("studies/dvc.yaml:")}
     names = sorted(path.stem for path in (REPO_ROOT / "conf" / "study").glob("*.yaml"))
     assert names == ["ablation", "lambda", "recipe"]
@@ -213,10 +214,10 @@ def test_the_studies_are_opt_in_stages_that_read_every_chains_start_points(repo)
 
 
 def test_the_real_model_pipeline_is_opt_in(repo):
-    """profile=real (real/dvc.yaml, make real-smoke) is not part of `dvc repro`: no root stage is named real_* or reads
-    its outputs, and its stages write under outputs/real/ and outputs/models/smollm2 only."""
-    root = {stage_name(s) for s in repo.index.stages if in_default_pipeline(s)}
-    assert not any(name.startswith("real") for name in root)
+    """profile=real (real/dvc.yaml, make real-smoke) is not part of `dvc repro`: no default stage is named real_* or
+    reads its outputs, and its stages write under outputs/real/ and outputs/models/smollm2 only."""
+    default_names = {stage_name(s) for s in repo.index.stages if in_default_pipeline(s)}
+    assert not any(name.startswith("real") for name in default_names)
     real = [s for s in repo.index.stages if stage_name(s).startswith("real/dvc.yaml:")]
     assert {s.name.split("@")[0] for s in real} == {
         "real_world", "real_start", "real_train", "real_train_lora", "real_eval"}
@@ -233,7 +234,7 @@ def test_the_paper_full_grid_is_opt_in_and_trains_its_methods_as_the_default_gri
     params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
     full, seeds, chains, starts = params["paper_full_methods"], params["seeds"], params["chains"], params["starts"]
     assert full == ["tdpo", "simpo"] and not set(full) & {*params["methods"], *params["base_only_methods"]}
-    root = {stage_name(s) for s in repo.index.stages if in_default_pipeline(s)}
+    default_names = {stage_name(s) for s in repo.index.stages if in_default_pipeline(s)}
     assert not any("paper_full_methods" in (REPO_ROOT / f).read_text() for f in default_pipeline_files())
     stages = {stage_name(s).split(":")[1]: s for s in repo.index.stages if stage_name(s).startswith("paper_full/")}
     expected = {f"{kind}@{m}-{start}-{seed}" for kind in ("train", "eval") for m in full for start in starts
@@ -250,7 +251,7 @@ def test_the_paper_full_grid_is_opt_in_and_trains_its_methods_as_the_default_gri
     assert all(o.startswith("outputs/paper_full/") for o in outs - {"report/paper_full"})
     others = [s for s in repo.index.stages if not stage_name(s).startswith("paper_full/")]
     assert not any(d.def_path.startswith(("outputs/paper_full", "report/paper_full")) for s in others for d in s.deps)
-    assert not any(name.startswith("paper_full") for name in root)
+    assert not any(name.startswith("paper_full") for name in default_names)
     report = stages["report"]
     assert "paper_full=true" in report.cmd and "paths.report=report/paper_full" in report.cmd
     assert {"outputs/evals", "outputs/paper_full/evals", "report/frozen_lake_study.json"} <= {d.def_path for d in report.deps}
