@@ -7,14 +7,17 @@ names it inside its own file (``train@ift-base-0``) and an opt-in pipeline's sta
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
 from conftest import REPO_ROOT
 
 
-def default_pipeline_files() -> set[str]:
-    """The root dvc.yaml and grid/<part>/dvc.yaml, relative to the repository root."""
-    return {"dvc.yaml", *(str(path.relative_to(REPO_ROOT)) for path in (REPO_ROOT / "grid").glob("*/dvc.yaml"))}
+@cache
+def default_pipeline_files() -> frozenset[str]:
+    """The root dvc.yaml and grid/<part>/dvc.yaml, relative to the repository root (globbed once: every stage asks)."""
+    grid = (str(path.relative_to(REPO_ROOT)) for path in (REPO_ROOT / "grid").glob("*/dvc.yaml"))
+    return frozenset({"dvc.yaml", *grid})
 
 
 def dvcfile(stage) -> str:
