@@ -1,5 +1,6 @@
 # Every target installs what it needs first, so each works as the very first command on a fresh clone.
-#   make repro   the whole pipeline (dvc repro) on the default profile (tiny, CPU)
+#   make repro   the whole pipeline (dvc repro) on the default profile (tiny, CPU); training and evaluation stages
+#                fork from interpreters that have their libraries imported (scripts/stage_server.py; IFT_STAGE_SERVER=0: off)
 #   make test    the test suite
 #   make smoke   the whole pipeline on the smoke profile (one seed, one extra chain, minimum sizes) in a scratch copy (~7-13 min on 2 cores)
 #   make bench   step time / peak memory of every method side by side (python -m ift.bench; BENCH_ARGS="shape=tiny")
@@ -39,7 +40,7 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	@touch "$(STAMP)"
 
 repro: setup
-	$(RUN) dvc repro
+	$(RUN) "$(BIN)/python" scripts/stage_server.py run -- dvc repro
 
 test: setup
 	$(RUN) OMP_NUM_THREADS=1 "$(BIN)/python" -m pytest -n $(JOBS) --dist loadgroup $(PYTEST_ARGS)

@@ -28,7 +28,7 @@ for path in ["dvc.lock", *sorted(glob.glob("grid/*/dvc.lock"))]:  # the default 
 PY
 export WANDB_DIR="$work/wandb" IFT_ROOT="$work"
 start=$(date +%s)
-dvc repro
+python scripts/stage_server.py run -- dvc repro  # training and evaluation stages fork from preloaded interpreters
 python -m ift.report.check_complete report/table2.csv report/table3.csv report/claims.csv
 rm -rf "$dest/report" && cp -r report "$dest/report"
 echo "smoke pipeline OK in $(( $(date +%s) - start )) s; report copied to $dest/report"
