@@ -351,11 +351,15 @@ def run(command: list[str], params_file: str = "params.yaml", preloads: dict[str
             servers.append(subprocess.Popen([real_python, os.path.abspath(__file__), "serve", module,
                                              socket_path(socket_dir, module), *preloads[module]],
                                             env=server_env, stdin=subprocess.DEVNULL, start_new_session=True))
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not all(os.path.exists(socket_path(socket_dir, m)) for m in modules):
+        deadline = time.monotonic() + 10  # a server binds its socket first thing; one that fails exits
+        while time.monotonic() < deadline and not all(os.path.exists(socket_path(socket_dir, m)) or server.poll()
+                                                      is not None for m, server in zip(modules, servers)):
             time.sleep(0.02)
-        print(f"stage server: {', '.join(modules)} stages fork from preloaded interpreters "
-              f"(scripts/stage_server.py; {SOCKET_DIR_VAR}=0 turns this off)", file=sys.stderr, flush=True)
+        listening = [m for m in modules if os.path.exists(socket_path(socket_dir, m))]
+        print(f"stage server: {', '.join(listening) or 'no'} stages fork from preloaded interpreters "
+              f"(scripts/stage_server.py; {SOCKET_DIR_VAR}=0 turns this off)"
+              + "".join(f"; no server for {m}: its stages run in fresh interpreters" for m in modules
+                        if m not in listening), file=sys.stderr, flush=True)
         with subprocess.Popen(command, env=env) as process:
             for signum in handlers:  # pass them on, then clean up after the command
                 signal.signal(signum, lambda signum, _frame: process.send_signal(signum))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 
@@ -140,6 +141,15 @@ def test_a_server_that_cannot_start_leaves_stages_to_fresh_interpreters(project)
                                 preloads={"toystage": ("no_such_library_anywhere",)})
     assert code == 0 and "rc=4" in out and "fresh" in err
     assert "no stage server for toystage" in err
+
+
+def test_a_server_that_cannot_listen_is_named_and_its_stages_run_fresh(project, monkeypatch, capsys):
+    long_dir = project / ("d" * 120)  # a socket path longer than AF_UNIX allows: the server cannot bind
+    long_dir.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(long_dir))
+    code, out, err = run_script(project, f"{PINNED} python -m toystage --code 5; echo rc=$?\n", served=True)
+    assert code == 0 and "rc=5" in out and "fresh" in err
+    assert "no server for toystage: its stages run in fresh interpreters" in capsys.readouterr().err
 
 
 def test_forked_stages_draw_fresh_random_numbers(project):
