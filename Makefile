@@ -2,7 +2,7 @@
 #   make repro   the whole pipeline (dvc repro) on the default profile (tiny, CPU); training and evaluation stages
 #                fork from interpreters that have their libraries imported (scripts/stage_server.py; IFT_STAGE_SERVER=0: off)
 #   make test    the test suite
-#   make smoke   the whole pipeline on the smoke profile (one seed, one extra chain, minimum sizes) in a scratch copy (~7-13 min on 2 cores)
+#   make smoke   the whole pipeline on the smoke profile (one seed, one extra chain, minimum sizes) in a scratch copy (~7 min on 2 cores)
 #   make bench   step time / peak memory of every method side by side (python -m ift.bench; BENCH_ARGS="shape=tiny")
 #   make smoke-twice  make smoke twice from scratch; fails unless both summary.json files are identical
 #   make fingerprint  ~20 s: does this CPU compute the committed numbers bit for bit? (docs/reproducibility.md)
