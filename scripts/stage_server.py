@@ -19,8 +19,8 @@ What makes a forked stage the same process a fresh interpreter would be:
   per-stage variables runs in a fresh interpreter instead (the shim says why on stderr);
 - a server only imports libraries its stages import anyway, starts no thread and runs no parallel region before it
   forks (as ift.evaluate.forked does), and drops the project's modules it imported to set the offline defaults;
-- a fork reseeds the global random generators from the OS (Python's, NumPy's and torch's CPU generator), as a
-  fresh interpreter does at start-up; otherwise every fork would draw the same numbers;
+- a fork reseeds NumPy's and torch's global generators from the OS, as a fresh interpreter does at start-up
+  (Python's `random` reseeds itself in a fork); otherwise every fork would draw the same numbers;
 - it exits as an interpreter does: non-daemon threads joined, atexit handlers run, streams flushed; an uncaught
   KeyboardInterrupt ends it by SIGINT.
 Anything else (`python -c`, another module, a flag before -m, no server listening) is exec'ed unchanged.
@@ -249,7 +249,6 @@ def _send(conn: socket.socket, message: dict) -> None:
 def _become_stage(request: dict, fds: list[int]) -> None:
     """Turn this fork into `python -m <module> <args>` as the shim was asked to run it; never returns."""
     import atexit
-    import random
     import runpy
     import threading
     import traceback
@@ -268,9 +267,10 @@ def _become_stage(request: dict, fds: list[int]) -> None:
     sys.argv = [module, *args]  # runpy puts the module's file in argv[0]
     sys.orig_argv = [sys.executable, "-m", module, *args]
     sys.path[0] = os.getcwd()
-    random.seed()  # the global generators a fresh interpreter seeds from the OS; forks would share the server's
-    if "numpy" in sys.modules:
-        sys.modules["numpy"].random.seed()
+    # The global generators a fresh interpreter seeds from the OS, which forks would share with the server (Python's
+    # own `random` reseeds itself in a fork).
+    if "numpy.random" in sys.modules:
+        sys.modules["numpy.random"].seed()
     if "torch" in sys.modules:
         sys.modules["torch"].random.default_generator.seed()
     code, interrupted = 0, False

@@ -32,8 +32,8 @@ print("argv", sys.argv[1:], "path0", sys.path[0], "cwd", os.getcwd(), "name", __
 print("stderr line", file=sys.stderr)
 print("forked" if forked else "fresh", file=sys.stderr)
 if "--random" in sys.argv:
-    import numpy
-    print("random", random.random(), numpy.random.random())
+    import numpy, torch
+    print("random", random.random(), numpy.random.random(), torch.rand(1).item())
 if "--stdin" in sys.argv:
     print("stdin", sys.stdin.read().strip())
 if "--code" in sys.argv:
@@ -153,12 +153,14 @@ def test_a_server_that_cannot_listen_is_named_and_its_stages_run_fresh(project, 
 
 
 def test_forked_stages_draw_fresh_random_numbers(project):
-    """A fresh interpreter seeds Python's and NumPy's global generators from the OS; forks must not share them."""
+    """A fresh interpreter seeds Python's, NumPy's and torch's global generators from the OS; forks of a server that
+    imported all three must not share their states."""
     body = f"{PINNED} python -m toystage --random\n{PINNED} python -m toystage --random\n"
-    code, out, err = run_script(project, body, served=True, preloads={"toystage": (MARKER, "numpy")})
-    draws = [line for line in out.splitlines() if line.startswith("random")]
+    code, out, err = run_script(project, body, served=True,
+                                preloads={"toystage": (MARKER, "random", "numpy.random", "torch")})
+    draws = [line.split()[1:] for line in out.splitlines() if line.startswith("random")]
     assert code == 0 and err.count("forked") == 2 and len(draws) == 2
-    assert draws[0] != draws[1]
+    assert all(first != second for first, second in zip(*draws))  # each generator on its own
 
 
 def test_the_shim_passes_signals_to_the_stage_and_a_killed_shim_takes_the_stage_with_it(project):
