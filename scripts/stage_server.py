@@ -57,7 +57,8 @@ _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# The shim: runs as `python` for every stage command, under `python -I -S` so it starts in ~20 ms.
+# The shim: runs as `python` for every stage command, under `python -I -S` so it starts in ~30 ms (28-37 ms measured
+# on a 2-core AMD EPYC, against 15-18 ms for `python -c pass`).
 
 def client(real_python: str, argv: list[str]) -> None:
     """Hand `python <argv>` to the server for its module if one is listening, else exec the real interpreter."""
@@ -330,7 +331,11 @@ def run(command: list[str], params_file: str = "params.yaml", preloads: dict[str
     if not command:
         raise SystemExit("stage_server.py run: no command given (e.g. `run -- dvc repro`)")
     real_python = python or shutil.which("python")
-    if os.environ.get(SOCKET_DIR_VAR) == "0" or real_python is None or any(c.isspace() for c in real_python):
+    if os.environ.get(SOCKET_DIR_VAR) == "0":
+        return subprocess.call(command)
+    if real_python is None or any(c.isspace() for c in real_python):  # a shim's #! line cannot name it
+        print(f"stage server: off, the `python` on PATH is {real_python!r} (none, or a path with a space); every "
+              "stage runs in a fresh interpreter", file=sys.stderr, flush=True)
         return subprocess.call(command)
     preloads = PRELOADS if preloads is None else preloads
     modules = tuple(preloads)

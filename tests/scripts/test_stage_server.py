@@ -209,6 +209,11 @@ def test_environment_difference_ignores_only_per_stage_variables():
     assert "PATH" in stage_server.environment_difference(server, {"OMP_NUM_THREADS": "2"})
 
 
+def test_a_python_path_no_shim_can_name_turns_the_server_off_with_a_note(project, capsys):
+    assert stage_server.run(["bash", "-c", "exit 6"], python="/opt/with space/bin/python") == 6
+    assert "stage server: off, the `python` on PATH is '/opt/with space/bin/python'" in capsys.readouterr().err
+
+
 def test_run_without_a_command_is_an_error():
     with pytest.raises(SystemExit, match="no command"):
         stage_server.main(["run", "--"])
