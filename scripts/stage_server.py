@@ -4,9 +4,10 @@
     IFT_STAGE_SERVER=0 make repro                         # every stage in a fresh interpreter, as DVC alone would
 
 Every stage is its own `python -m ift.<stage>` process, and a training cell or an evaluation spends ~5 s of its
-20-30 s importing torch, transformers, TRL, lm-eval and the rest (docs/pipeline.md). `run` starts one server per
-entry module below, which imports those libraries once, then puts a `python` shim first on PATH for the command. When
-a stage runs `python -m ift.train ...` or `python -m ift.evaluate ...`, the shim hands its arguments, environment,
+20-30 s importing torch, transformers, TRL, lm-eval and the rest (docs/pipeline.md). `run` starts a server for the
+entry modules below (one for the training stages, one for the evaluations), which imports those libraries once, then
+puts a `python` shim first on PATH for the command. When a stage runs `python -m ift.train ...`, `python -m
+ift.train.base ...` or `python -m ift.evaluate ...` (any module below), the shim hands its arguments, environment,
 working directory and standard streams to the server, which forks a copy of itself; the copy becomes that stage (the
 project's own code is imported fresh in it, from the checkout) and its exit status or signal goes back through the
 shim to DVC. The stage commands, dvc.yaml and dvc.lock are unchanged: with the server or without it a stage runs the
@@ -38,14 +39,25 @@ import sys
 
 SOCKET_DIR_VAR = "IFT_STAGE_SERVER"  # the servers' socket directory; "0" turns the server off for `run`
 
-# Entry module -> the libraries its stages import anyway, imported once by that module's server (`run` starts one
-# server per key; the shim forwards exactly the modules that have a server). Only top-level packages and the
-# submodules every such stage loads: a stage must not inherit an import it would not have made.
+# Entry module -> the libraries its stages import anyway, imported once by its server (`run` starts one server per
+# distinct list, serving every module that shares it; the shim forwards exactly the modules that have a server). Only
+# packages and submodules that every such stage of the default pipeline loads (checked with `python -X importtime`
+# of each kind of stage, docs/pipeline.md): a stage must not inherit an import it would not have made. The deeper
+# entries are what a stage still imported lazily after the packages: TRL's configs, what `wandb.init` imports, and for
+# the evaluations the model classes' shared layers and lm-eval's evaluator. Not transformers' Trainer (nor TRL's
+# trainers, which import it): its W&B integration prints a line when it loads, which belongs in the stage's output.
+_TRAINING = ("torch", "numpy", "transformers", "datasets", "accelerate", "hydra", "omegaconf", "peft", "trl", "wandb",
+             "transformers.training_args", "transformers.data.data_collator", "trl.trainer.sft_config",
+             "wandb.sdk.launch.inputs.internal")
+_EVALUATION = ("torch", "numpy", "transformers", "datasets", "accelerate", "hydra", "omegaconf", "sklearn", "nltk",
+               "lm_eval", "lm_eval.tasks", "lm_eval.models.huggingface", "alpaca_eval", "transformers.activations",
+               "transformers.modeling_layers", "lm_eval.evaluator", "rouge_score.rouge_scorer", "wandb",
+               "wandb.sdk.launch.inputs.internal")
 PRELOADS = {
-    "ift.train": ("torch", "numpy", "transformers", "datasets", "accelerate", "hydra", "omegaconf", "peft", "trl",
-                  "wandb"),
-    "ift.evaluate": ("torch", "numpy", "transformers", "datasets", "accelerate", "hydra", "omegaconf", "sklearn",
-                     "nltk", "lm_eval", "lm_eval.tasks", "lm_eval.models.huggingface", "alpaca_eval"),
+    "ift.train": _TRAINING,           # the grid's cells (and the studies', paper_full's)
+    "ift.train.base": _TRAINING,      # the start points: TRL's SFTTrainer, as a cell
+    "ift.train.sft_beta": _TRAINING,
+    "ift.evaluate": _EVALUATION,      # every evaluation
 }
 
 # Set by DVC or the shell for each stage (a non-interactive shell drops the prompts); read by nothing at import.
@@ -143,32 +155,37 @@ def environment_difference(server_env: dict, stage_env: dict) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# A server: one per entry module, started by `run`, in its own session.
+# A server: one per list of libraries, for the entry modules that share it, started by `run`, in its own session.
 
-def serve(module: str, path: str, preloads: tuple[str, ...] | None = None) -> None:
-    """Listen on ``path``, import ``module``'s libraries, then fork one stage per connection, forever."""
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(path)
-    listener.listen(64)  # stages that connect while the libraries load wait in the backlog
+def serve(modules: list[str], socket_dir: str, preloads: tuple[str, ...] | None = None) -> None:
+    """Listen for each of ``modules`` in ``socket_dir``, import their libraries, then fork one stage per connection,
+    forever."""
+    listeners = []
+    for module in modules:
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(socket_path(socket_dir, module))
+        listener.listen(64)  # stages that connect while the libraries load wait in the backlog
+        listeners.append(listener)
     server_env = dict(os.environ)
     sys.path[0] = os.getcwd()  # as under `python -m`: the stages' working directory (the repo root) comes first
-    refusal = _preload(PRELOADS[module] if preloads is None else preloads)
+    refusal = _preload(PRELOADS[modules[0]] if preloads is None else preloads)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the per-stage monitors reap themselves
     parent = os.getppid()
     while True:
-        if not select.select([listener], [], [], 5.0)[0]:
-            if os.getppid() != parent:  # `run` is gone without stopping this server
-                return
-            continue
-        conn, _ = listener.accept()
-        if os.fork() == 0:
-            listener.close()
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            try:
-                _monitor(conn, server_env, refusal)
-            finally:
-                os._exit(0)
-        conn.close()
+        ready = select.select(listeners, [], [], 5.0)[0]
+        if not ready and os.getppid() != parent:  # `run` is gone without stopping this server
+            return
+        for listener in ready:
+            conn, _ = listener.accept()
+            if os.fork() == 0:
+                for each in listeners:
+                    each.close()
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                try:
+                    _monitor(conn, server_env, refusal)
+                finally:
+                    os._exit(0)
+            conn.close()
 
 
 def _preload(modules: tuple[str, ...]) -> str:
@@ -339,6 +356,9 @@ def run(command: list[str], params_file: str = "params.yaml", preloads: dict[str
         return subprocess.call(command)
     preloads = PRELOADS if preloads is None else preloads
     modules = tuple(preloads)
+    groups: dict[tuple[str, ...], list[str]] = {}  # one server per distinct list of libraries
+    for module in modules:
+        groups.setdefault(tuple(preloads[module]), []).append(module)
     socket_dir = tempfile.mkdtemp(prefix="ift-stage-server.")
     servers = []
     handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGHUP)}
@@ -352,17 +372,18 @@ def run(command: list[str], params_file: str = "params.yaml", preloads: dict[str
         env = {**os.environ, "PATH": os.path.dirname(shim) + os.pathsep + os.environ.get("PATH", ""),
                SOCKET_DIR_VAR: socket_dir}
         server_env = {**env, **pinned_environment(params_file)}
-        for module in modules:
-            servers.append(subprocess.Popen([real_python, os.path.abspath(__file__), "serve", module,
-                                             socket_path(socket_dir, module), *preloads[module]],
+        for libraries, served in groups.items():
+            servers.append(subprocess.Popen([real_python, os.path.abspath(__file__), "serve", socket_dir,
+                                             ",".join(served), *libraries],
                                             env=server_env, stdin=subprocess.DEVNULL, start_new_session=True))
-        deadline = time.monotonic() + 10  # a server binds its socket first thing; one that fails exits
-        while time.monotonic() < deadline and not all(os.path.exists(socket_path(socket_dir, m)) or server.poll()
-                                                      is not None for m, server in zip(modules, servers)):
+        deadline = time.monotonic() + 10  # a server binds its sockets first thing; one that fails exits
+        while time.monotonic() < deadline and not all(
+                all(os.path.exists(socket_path(socket_dir, m)) for m in served) or server.poll() is not None
+                for served, server in zip(groups.values(), servers)):
             time.sleep(0.02)
         listening = [m for m in modules if os.path.exists(socket_path(socket_dir, m))]
         print(f"stage server: {', '.join(listening) or 'no'} stages fork from preloaded interpreters "
-              f"(scripts/stage_server.py; {SOCKET_DIR_VAR}=0 turns this off)"
+              f"({len(servers)} server{'s' * (len(servers) != 1)}; scripts/stage_server.py; {SOCKET_DIR_VAR}=0 turns this off)"
               + "".join(f"; no server for {m}: its stages run in fresh interpreters" for m in modules
                         if m not in listening), file=sys.stderr, flush=True)
         with subprocess.Popen(command, env=env) as process:
@@ -386,8 +407,8 @@ def run(command: list[str], params_file: str = "params.yaml", preloads: dict[str
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) >= 3 and argv[0] == "serve":  # serve MODULE SOCKET [LIBRARY ...] (default: PRELOADS[MODULE])
-        serve(argv[1], argv[2], tuple(argv[3:]) or None)
+    if len(argv) >= 3 and argv[0] == "serve":  # serve SOCKET_DIR MODULE[,MODULE...] [LIBRARY ...] (default: PRELOADS)
+        serve(argv[2].split(","), argv[1], tuple(argv[3:]) or None)
         return 0
     if argv[:1] == ["run"]:
         rest = argv[1:]

@@ -42,6 +42,9 @@ if "--message" in sys.argv:
     sys.exit("stopped: a message")
 if "--raise" in sys.argv:
     raise RuntimeError("boom")
+if "--server" in sys.argv:  # the server process: the parent of the monitor that forked this stage
+    monitor = open(f"/proc/{os.getppid()}/stat").read().rsplit(")", 1)[1].split()
+    print("server", monitor[1])
 if "--sleep" in sys.argv:
     open(sys.argv[-1], "w").write(str(os.getpid()))
     try:
@@ -219,12 +222,30 @@ def test_run_without_a_command_is_an_error():
         stage_server.main(["run", "--"])
 
 
-@pytest.mark.parametrize("module", sorted(stage_server.PRELOADS))
+def test_modules_that_share_a_library_list_share_one_server(project, capsys):
+    (project / "toystage" / "sub.py").write_text("import runpy\nrunpy.run_module('toystage', run_name='__main__')\n")
+    body = f"{PINNED} python -m toystage --server\n{PINNED} python -m toystage.sub --server\n"
+    code, out, err = run_script(project, body, served=True, preloads={"toystage": (MARKER,), "toystage.sub": (MARKER,)})
+    servers = [line.split()[1] for line in out.splitlines() if line.startswith("server")]
+    assert code == 0 and err.count("forked") == 2 and len(servers) == 2
+    assert servers[0] == servers[1]
+    assert "stage server: toystage, toystage.sub stages fork from preloaded interpreters (1 server;" in \
+        capsys.readouterr().err
+
+
+def test_the_start_points_are_served_with_the_cells_libraries():
+    assert stage_server.PRELOADS["ift.train.base"] == stage_server.PRELOADS["ift.train.sft_beta"] == \
+        stage_server.PRELOADS["ift.train"]
+
+
+@pytest.mark.parametrize("module", sorted({libraries: module for module, libraries in
+                                           stage_server.PRELOADS.items()}.values()))
 def test_the_pipeline_servers_import_their_libraries_without_starting_a_thread(module):
-    """What `make repro` preloads imports cleanly, leaves no project module behind and starts no Python thread."""
+    """What `make repro` preloads imports cleanly and silently (a line it printed would be missing from every stage's
+    output), leaves no project module behind and starts no Python thread."""
     probe = ("import sys; sys.path.insert(0, sys.argv[1]); import stage_server; "
              "why = stage_server._preload(stage_server.PRELOADS[sys.argv[2]]); "
              "left = [m for m in sys.modules if m == 'ift' or m.startswith('ift.')]; print(repr(why), left)")
     result = subprocess.run([sys.executable, "-c", probe, str(SCRIPT.parent), module], capture_output=True, text=True,
                             check=True)
-    assert result.stdout.strip() == "'' []"
+    assert result.stdout.strip() == "'' []" and result.stderr == ""
