@@ -67,6 +67,28 @@ class HeadBench:
         return optimiser_step(self.trainer, self.batch)
 
 
+def base_setup(tmp: Path, world: Path | None):
+    """The tiny profile's config (logger off, paths under ``tmp``), the world (``world``, or one generated into
+    ``tmp``), its tokenizer and the seeded initial model, saved to ``tmp/initial``."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+    from transformers import AutoTokenizer
+
+    from ift.paths import CONF_DIR
+    from ift.train.start_points import build_tiny_model
+    from ift.world import generate_world
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        cfg = compose(config_name="config", overrides=["profile=tiny", "logger=none", f"paths.root={tmp}"])
+    if world is None:
+        world = tmp / "world"
+        generate_world(OmegaConf.to_container(cfg.data.world, resolve=True), world)
+    tokenizer = AutoTokenizer.from_pretrained(str(world / "tokenizer"))
+    model = build_tiny_model(cfg.model, tokenizer, int(cfg.seed))
+    model.save_pretrained(tmp / "initial")
+    return cfg, world, tokenizer, model
+
+
 def head_alone(bench: HeadBench, chunk_sizes: list[int], reps: int) -> dict[str, float]:
     """The fastest forward + backward of each LM-head kernel on ``bench``'s batch (see the module docstring)."""
     import time
@@ -114,30 +136,16 @@ def main() -> None:
     options = parser.parse_args()
 
     import torch
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-    from transformers import AutoTokenizer
 
     from ift.bench.measure import measure_step_memory, timed
     from ift.bench.runner import _quiet
-    from ift.paths import CONF_DIR
-    from ift.train.start_points import build_tiny_model
-    from ift.world import generate_world
 
     print(f"[heads] load average at start (1, 5, 15 min): {load_average()}; torch threads {torch.get_num_threads()}, "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, ATEN_CPU_CAPABILITY="
           f"{os.environ.get('ATEN_CPU_CAPABILITY')}")
     with tempfile.TemporaryDirectory(prefix="ift-heads-") as tmp, _quiet():
         tmp = Path(tmp)
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-            cfg = compose(config_name="config", overrides=["profile=tiny", "logger=none", f"paths.root={tmp}"])
-        world = options.world
-        if world is None:
-            world = tmp / "world"
-            generate_world(OmegaConf.to_container(cfg.data.world, resolve=True), world)
-        tokenizer = AutoTokenizer.from_pretrained(str(world / "tokenizer"))
-        model = build_tiny_model(cfg.model, tokenizer, int(cfg.seed))
-        model.save_pretrained(tmp / "initial")
+        cfg, world, tokenizer, model = base_setup(tmp, options.world)
         heads = {"trl": HeadBench(cfg, world, tmp / "initial", False, 1024)}
         for chunk_size in options.chunk_size:
             heads[f"lean_{chunk_size}"] = HeadBench(cfg, world, tmp / "initial", True, chunk_size)
