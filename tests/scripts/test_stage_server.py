@@ -233,7 +233,20 @@ def test_modules_that_share_a_library_list_share_one_server(project, capsys):
         capsys.readouterr().err
 
 
-def test_the_start_points_are_served_with_the_cells_libraries():
+def test_every_training_and_evaluation_stage_of_the_default_pipeline_is_served():
+    """The modules `dvc repro` runs (dvc.yaml and grid/*/dvc.yaml): all but the world, Frozen Lake and the report
+    (one short stage each) have a server; the start points share the cells' libraries (one server for both)."""
+    import re
+
+    import yaml
+
+    commands = []
+    for path in [REPO_ROOT / "dvc.yaml", *sorted((REPO_ROOT / "grid").glob("*/dvc.yaml"))]:
+        commands += [str(stage["cmd"]) for stage in yaml.safe_load(path.read_text())["stages"].values()]
+    modules = {module for command in commands for module in re.findall(r"python -m (\S+)", command)}
+    assert {"ift.train", "ift.train.base", "ift.train.sft_beta", "ift.evaluate"} <= modules
+    assert modules - set(stage_server.PRELOADS) == {"ift.world", "ift.frozen_lake", "ift.frozen_lake.study",
+                                                   "ift.report"}
     assert stage_server.PRELOADS["ift.train.base"] == stage_server.PRELOADS["ift.train.sft_beta"] == \
         stage_server.PRELOADS["ift.train"]
 
