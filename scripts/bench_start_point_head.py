@@ -78,6 +78,9 @@ def base_setup(tmp: Path, world: Path | None):
     from ift.train.start_points import build_tiny_model
     from ift.world import generate_world
 
+    if world is not None and not (world / "tokenizer").is_dir():  # else transformers reads it as a hub id
+        raise SystemExit(f"--world {world}: no tiny world there (no tokenizer/; `dvc repro world` writes one to "
+                         "outputs/world)")
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
         cfg = compose(config_name="config", overrides=["profile=tiny", "logger=none", f"paths.root={tmp}"])
     if world is None:

@@ -39,3 +39,10 @@ def test_profile_step_counts_the_products_the_profiler_recorded():
     assert flops == 4 * (2 * 6 * 8 * 5 + 2 * 3 * 6 * 8 * 2)
     assert seconds > 0 and groups["matrix products"] == pytest.approx(seconds)
     assert groups["the rest"] > 0  # relu
+
+
+def test_a_world_without_a_tokenizer_is_named(tmp_path):
+    import bench_start_point_head
+
+    with pytest.raises(SystemExit, match=f"--world {tmp_path / 'nowhere'}: no tiny world there"):
+        bench_start_point_head.base_setup(tmp_path, tmp_path / "nowhere")
