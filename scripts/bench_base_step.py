@@ -10,9 +10,9 @@ initial weights. A step is ift.bench's optimiser step (forward, backward, clippi
   products (``aten::mm``, ``addmm``, ``bmm``), attention (``scaled_dot_product*``) and the rest (norms, rotary
   embeddings, activations, the optimiser, ...);
 * the matrix products' achieved rate: their FLOPs (2·m·n·k from the profiler's recorded shapes) over their time,
-  next to a dense float32 GEMM at the model's shapes timed in the same process (the fastest of 50 calls of each: the
-  machine's rate under the pinned kernels): how far the products are from the machine, and how much of the step is not
-  products at all;
+  next to the dense float32 matmul rate at the model's width that ift.bench's MFU is measured against
+  (``ift.bench.measure.matmul_peak_flops``, timed in the same process: the machine's rate under the pinned kernels):
+  how far the products are from the machine, and how much of the step is not products at all;
 * ``--compile``: a second trainer from the same weights whose decoder layers and final norm are compiled
   (``nn.Module.compile``, inductor's default mode), its first loss against the eager one's, the compile time (the
   first steps), and the median of the per-round step-time ratios compiled / eager over ``--rounds`` interleaved
@@ -74,26 +74,6 @@ def profile_step(bench, steps: int) -> tuple[dict[str, float], float, float]:
     return dict(groups), flops, seconds
 
 
-def gemm_rate(tokens: int, width: int, shapes: list[int], reps: int = 50) -> float:
-    """Dense float32 GEMM FLOP/s at [tokens x width] @ [width x n] for each n in ``shapes``: the fastest of ``reps``
-    calls of each (other jobs on a shared machine only ever add time), total FLOPs over total seconds."""
-    import torch
-
-    total_flops, total_seconds = 0, 0.0
-    for n in shapes:
-        a, b = torch.randn(tokens, width), torch.randn(width, n)
-        for _ in range(3):
-            a @ b
-        fastest = float("inf")
-        for _ in range(reps):
-            start = time.perf_counter()
-            a @ b
-            fastest = min(fastest, time.perf_counter() - start)
-        total_seconds += fastest
-        total_flops += 2 * tokens * width * n
-    return total_flops / total_seconds
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--compile", action="store_true", help="also time a trainer with compiled decoder layers")
@@ -106,7 +86,7 @@ def main() -> None:
     import torch
     from bench_start_point_head import HeadBench, base_setup, load_average
 
-    from ift.bench.measure import timed
+    from ift.bench.measure import matmul_peak_flops, timed
     from ift.bench.runner import _quiet
 
     print(f"[base-step] load average at start (1, 5, 15 min): {load_average()}; torch threads "
@@ -139,9 +119,7 @@ def main() -> None:
               + "; warm-up (" + str(options.warmup) + " steps, compilation included): "
               + ", ".join(f"{n} {s:.1f} s" for n, s in warmup_seconds.items()), flush=True)
         groups, flops, matmul_seconds = profile_step(benches["eager"], options.profile_steps)
-        tokens = shape[0] * shape[1]
-        rate = gemm_rate(tokens, model_cfg.hidden_size,
-                         [model_cfg.hidden_size, model_cfg.intermediate_size, model_cfg.vocab_size])
+        rate = matmul_peak_flops(model_cfg.hidden_size, shape[0] * shape[1], "cpu", torch.float32)
         times = {name: [] for name in benches}
         names = list(benches)
         for round_index in range(options.rounds):
@@ -156,7 +134,7 @@ def main() -> None:
               f"{groups.get(group, 0.0) / total:.1%} |")
     achieved = flops / matmul_seconds if matmul_seconds else float("nan")
     print(f"[base-step] matrix products: {flops / options.profile_steps / 1e9:.1f} GFLOP a step at "
-          f"{achieved / 1e9:.1f} GFLOP/s; dense GEMM at the model's shapes in this process: {rate / 1e9:.1f} GFLOP/s "
+          f"{achieved / 1e9:.1f} GFLOP/s; dense matmul at the model's width in this process: {rate / 1e9:.1f} GFLOP/s "
           f"({achieved / rate:.0%} of it)")
     for name in names:
         print(f"[base-step] {name}: median step {statistics.median(times[name]):.3f} s, fastest "
